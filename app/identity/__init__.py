@@ -1,0 +1,1 @@
+"""Identity: token extraction, OIDC discovery, JWKS key cache, JWT verification."""

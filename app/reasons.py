@@ -1,0 +1,92 @@
+"""The closed set of reason codes.
+
+Every decision carries exactly one primary reason. Codes are stable snake_case strings: they
+appear in responses, decision logs, spans and metric labels, so they never change meaning and
+are never built from request data. The HTTP status belongs to the reason, which keeps
+"unauthenticated" (401) apart from "unauthorized" (403).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # allow
+    ALLOWED = "allowed"
+    ALLOWED_ANONYMOUS = "allowed_anonymous"
+    # 401: no usable identity (RFC 6750 challenge)
+    TOKEN_MISSING = "token_missing"
+    TOKEN_MALFORMED = "token_malformed"
+    TOKEN_TOO_LARGE = "token_too_large"
+    TOKEN_TYPE_INVALID = "token_type_invalid"
+    TOKEN_ALGORITHM_NOT_ALLOWED = "token_algorithm_not_allowed"
+    TOKEN_ISSUER_UNKNOWN = "token_issuer_unknown"
+    TOKEN_KEY_UNKNOWN = "token_key_unknown"
+    TOKEN_SIGNATURE_INVALID = "token_signature_invalid"
+    TOKEN_CLAIMS_MISSING = "token_claims_missing"
+    TOKEN_CLAIMS_INVALID = "token_claims_invalid"
+    TOKEN_AUDIENCE_INVALID = "token_audience_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_LIFETIME_EXCEEDED = "token_lifetime_exceeded"
+    # 403: identity known (or explicitly not needed) but not permitted
+    NO_MATCHING_RULE = "no_matching_rule"
+    DENIED_BY_RULE = "denied_by_rule"
+    # 400: the request cannot be matched safely
+    PATH_REJECTED = "path_rejected"
+    # 503: ztauthz cannot decide; it fails closed
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    NOT_READY = "not_ready"
+    INTERNAL_ERROR = "internal_error"
+
+
+_STATUS: dict[Reason, int] = {
+    Reason.ALLOWED: 200,
+    Reason.ALLOWED_ANONYMOUS: 200,
+    Reason.NO_MATCHING_RULE: 403,
+    Reason.DENIED_BY_RULE: 403,
+    Reason.PATH_REJECTED: 400,
+    Reason.KEYS_UNAVAILABLE: 503,
+    Reason.NOT_READY: 503,
+    Reason.INTERNAL_ERROR: 503,
+}
+
+# Short, fixed, client-facing descriptions. They never contain request data or internals.
+_DESCRIPTION: dict[Reason, str] = {
+    Reason.TOKEN_MISSING: "a bearer token is required",
+    Reason.TOKEN_MALFORMED: "the token is malformed",
+    Reason.TOKEN_TOO_LARGE: "the token is too large",
+    Reason.TOKEN_TYPE_INVALID: "the token type is not accepted",
+    Reason.TOKEN_ALGORITHM_NOT_ALLOWED: "the token algorithm is not allowed",
+    Reason.TOKEN_ISSUER_UNKNOWN: "the token issuer is not trusted",
+    Reason.TOKEN_KEY_UNKNOWN: "the token signing key is unknown",
+    Reason.TOKEN_SIGNATURE_INVALID: "the token signature is invalid",
+    Reason.TOKEN_CLAIMS_MISSING: "the token lacks required claims",
+    Reason.TOKEN_CLAIMS_INVALID: "the token claims are invalid",
+    Reason.TOKEN_AUDIENCE_INVALID: "the token is not meant for this audience",
+    Reason.TOKEN_EXPIRED: "the token has expired",
+    Reason.TOKEN_NOT_YET_VALID: "the token is not yet valid",
+    Reason.TOKEN_LIFETIME_EXCEEDED: "the token lifetime exceeds the allowed maximum",
+    Reason.NO_MATCHING_RULE: "no policy rule allows this request",
+    Reason.DENIED_BY_RULE: "a policy rule denies this request",
+    Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
+    Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
+    Reason.NOT_READY: "the authorization service is not ready",
+    Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",
+    Reason.ALLOWED: "allowed",
+    Reason.ALLOWED_ANONYMOUS: "allowed without identity",
+}
+
+
+def status_of(reason: Reason) -> int:
+    """HTTP status for a reason: every token_* reason is 401."""
+    return _STATUS.get(reason, 401)
+
+
+def describe(reason: Reason) -> str:
+    return _DESCRIPTION[reason]
+
+
+def is_unauthenticated(reason: Reason) -> bool:
+    return status_of(reason) == 401
