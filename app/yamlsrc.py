@@ -44,12 +44,17 @@ class YamlError(Exception):
         self.message = message
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader; duplicate keys are errors, not silent overwrites."""
 
 
 def _build(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if node.tag not in _PLAIN_TAGS and isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        raise YamlError(file, node.start_mark.line + 1, f"unsupported YAML tag {node.tag!r}")
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -65,8 +70,10 @@ def _build(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str)
         return [
             _build(item, (*path, index), lines, file) for index, item in enumerate(node.value)
         ]
-    loader = _UniqueKeyLoader(str())
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    try:
+        return _UniqueKeyLoader(str()).construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    except yaml.constructor.ConstructorError as exc:
+        raise YamlError(file, node.start_mark.line + 1, f"unsupported YAML: {exc.problem}") from None
 
 
 def _documents(text: str, file: str) -> Iterator[Located]:

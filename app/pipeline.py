@@ -1,0 +1,63 @@
+"""authorize(ctx, state, now) -> Decision: the one straight path every check takes.
+
+Each step is a function of typed, frozen values. Any unexpected exception becomes a deny with
+``internal_error``: ztauthz fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from app.decision import Decision
+from app.identity.errors import TokenError
+from app.identity.extract import extract_token
+from app.identity.principal import Principal
+from app.policy.evaluate import PolicyInput, evaluate
+from app.policy.normalize import PathRejected, normalize_host, normalize_path
+from app.reasons import Reason
+from app.request import RequestContext
+from app.state import RuntimeState
+
+log = logging.getLogger("ztauthz.pipeline")
+
+
+def new_decision_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def authorize(
+    ctx: RequestContext, state: RuntimeState, now: float, decision_id: str
+) -> Decision:
+    """Decide one request. Never raises."""
+    version = state.policies.version
+    principal: Principal | None = None
+    try:
+        try:
+            request = PolicyInput(
+                method=ctx.method, host=normalize_host(ctx.host), path=normalize_path(ctx.path)
+            )
+        except (PathRejected, ValueError):
+            return Decision(False, Reason.PATH_REJECTED, decision_id, version)
+        try:
+            token = extract_token(ctx.headers, state.settings.token.cookie)
+            if token is not None:
+                principal = await state.verifier.verify(token, now)
+        except TokenError as exc:
+            # An invalid token is refused even on anonymous routes: presenting bad credentials
+            # is never silently downgraded to "no credentials".
+            log.info("token refused: %s", exc.reason.value)
+            return Decision(False, exc.reason, decision_id, version)
+        verdict = evaluate(state.policies, request, principal, now)
+        return Decision(
+            allow=verdict.allow,
+            reason=verdict.reason,
+            decision_id=decision_id,
+            policy_version=version,
+            rule_id=verdict.rule_id,
+            policy=verdict.policy,
+            principal=principal,
+        )
+    except Exception:
+        log.exception("check failed; denying (decision_id=%s)", decision_id)
+        return Decision(False, Reason.INTERNAL_ERROR, decision_id, version, principal=principal)

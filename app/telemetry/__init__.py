@@ -1,0 +1,1 @@
+"""Telemetry: the decision log today; traces and metrics build on it."""

@@ -1,0 +1,31 @@
+"""Admin listener: liveness and readiness (metrics join later). Never on the check port."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from app.state import Runtime
+
+
+def create_admin_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(title="ztauthz admin", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        state = runtime.state
+        keys_ready = runtime.is_ready()
+        body = {
+            "status": "ready" if keys_ready else "not_ready",
+            "keys_loaded": keys_ready,
+            "policies_loaded": True,
+            "policy_version": state.policies.version,
+            "rules": state.policies.rule_count,
+        }
+        return JSONResponse(body, status_code=200 if keys_ready else 503)
+
+    return app
