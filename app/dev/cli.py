@@ -1,0 +1,199 @@
+"""``ztauthz dev ...``: dev issuer, dev tokens, demo upstream and the local demo stack.
+
+Only argparse is imported here; each command imports what it runs, so building the parser
+never loads keys, uvicorn or the stack supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+DEFAULT_KEYS = Path(".dev/keys")
+DEFAULT_ISSUER_PORT = 9400
+DEFAULT_UPSTREAM_PORT = 8081
+STACK_MODULE = "app.dev.stack"
+
+
+def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``dev`` with its subcommands; each sets ``func(args) -> exit code``."""
+    dev = subparsers.add_parser(
+        "dev",
+        help="local development tools (dev issuer, tokens, demo upstream, demo stack)",
+        description="DEVELOPMENT ONLY: tools for the local demo and tests.",
+    )
+    commands = dev.add_subparsers(dest="dev_command", required=True)
+    _add_issuer(commands)
+    _add_token(commands)
+    _add_upstream(commands)
+    _add_stack(commands)
+
+
+def _add_issuer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "issuer",
+        help="serve OIDC discovery and the JWKS of the dev keys",
+        description="Serve /.well-known/openid-configuration and /jwks.json for the dev keys. "
+        "Prints the issuer URL on stdout once listening.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_ISSUER_PORT, help="0: any free port")
+    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
+    parser.add_argument("--issuer-url", help="issuer identifier (default http://HOST:PORT)")
+    parser.set_defaults(func=_cmd_issuer)
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "token",
+        help="print a signed dev access token",
+        description="Mint an access token signed with the dev keys; prints only the token.",
+    )
+    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
+    parser.add_argument(
+        "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss claim"
+    )
+    parser.add_argument("--aud", action="append", required=True, help="aud (repeatable)")
+    parser.add_argument("--sub", default="alice", help="sub claim (alice)")
+    parser.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    parser.add_argument("--scope", action="append", default=[], help="scope (repeatable)")
+    parser.add_argument("--alg", choices=("RS256", "ES256"), default="RS256")
+    parser.add_argument("--ttl", type=_duration, default=300.0, help="lifetime, e.g. 5m (5m)")
+    parser.add_argument(
+        "--claim",
+        action="append",
+        type=_claim,
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra or overriding claim (repeatable); VALUE is JSON if it parses, else a string",
+    )
+    parser.add_argument(
+        "--drop-claim", action="append", default=[], metavar="NAME", help="remove a claim"
+    )
+    parser.set_defaults(func=_cmd_token)
+
+
+def _add_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "upstream",
+        help="serve the demo upstream (echoes each request as JSON)",
+        description="Answer every request with 200 and a JSON echo of method, path and headers. "
+        "Prints its base URL on stdout once listening.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_UPSTREAM_PORT, help="0: any free port")
+    parser.set_defaults(func=_cmd_upstream)
+
+
+def _add_stack(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The stack's own options are parsed by the stack's parser when the command runs, so that
+    # building this parser does not import the stack (and through it processes and Envoy).
+    # No option prefix here: every argument, --help included, reaches the stack's parser.
+    parser = commands.add_parser(
+        "stack",
+        help="run the local demo stack (see `ztauthz dev stack --help`)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    parser.add_argument("stack_args", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=_cmd_stack)
+
+
+def _duration(text: str) -> float:
+    from app.durations import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _claim(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value
+
+
+def _fail(command: str, exc: Exception) -> int:
+    print(f"ztauthz dev {command}: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _cmd_issuer(args: argparse.Namespace) -> int:
+    from app.dev.issuer import serve_issuer
+    from app.dev.keys import DevKeyError
+
+    try:
+        serve_issuer(args.host, args.port, args.keys, args.issuer_url)
+    except (DevKeyError, ValueError, OSError) as exc:
+        return _fail("issuer", exc)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from app.dev.keys import DevKeyError, DevKeys
+    from app.dev.tokens import DROP, mint
+
+    extra: dict[str, Any] = dict(args.claim)
+    extra.update(dict.fromkeys(args.drop_claim, DROP))
+    try:
+        keys = DevKeys.load_or_create(args.keys)
+        token = mint(
+            keys,
+            issuer=args.issuer,
+            audience=args.aud[0] if len(args.aud) == 1 else list(args.aud),
+            subject=args.sub,
+            groups=args.group,
+            scopes=args.scope,
+            alg=args.alg,
+            ttl=args.ttl,
+            extra_claims=extra,
+        )
+    except (DevKeyError, ValueError, TypeError) as exc:
+        return _fail("token", exc)
+    print(token)
+    return EXIT_OK
+
+
+def _cmd_upstream(args: argparse.Namespace) -> int:
+    from app.dev.upstream import serve_upstream
+
+    try:
+        serve_upstream(args.host, args.port)
+    except OSError as exc:
+        return _fail("upstream", exc)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    try:
+        stack = importlib.import_module(STACK_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != STACK_MODULE:
+            raise
+        print(
+            f"ztauthz dev stack: the demo stack is not available ({STACK_MODULE} is missing)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    parser = argparse.ArgumentParser(
+        prog="ztauthz dev stack", description="DEVELOPMENT ONLY: run the local demo stack."
+    )
+    stack.add_arguments(parser)
+    return int(stack.run(parser.parse_args(args.stack_args)))

@@ -1,0 +1,174 @@
+"""Mint dev access tokens, and forge bad ones for attack tests.
+
+``mint`` signs a JWT access token (RFC 9068 shape: ``typ: at+jwt``) with the dev keys. The
+``forge_*`` and ``tamper_*`` helpers build tokens a correct verifier must refuse: ``alg: none``,
+HS256 keyed with the RSA public key (algorithm confusion), an edited payload under the original
+signature, and a corrupted signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import jwt
+
+from app.dev.keys import DevKeys
+
+CLIENT_ID: Final = "ztauthz-dev"
+
+
+class _Drop(enum.Enum):
+    DROP = "DROP"
+
+
+DROP: Final = _Drop.DROP
+"""Give as a claim (or header) value to remove that claim, e.g. ``{"exp": DROP}``."""
+
+
+def standard_claims(
+    *,
+    issuer: str,
+    audience: str | list[str],
+    subject: str,
+    groups: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    ttl: float = 300,
+    now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The claims ``mint`` signs: iss, sub, aud, iat, exp, jti, client_id, groups, scope.
+
+    ``groups`` and ``scope`` appear only when non-empty. ``extra_claims`` add or override
+    claims; a value of ``DROP`` removes the claim.
+    """
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": list(audience) if isinstance(audience, list) else audience,
+        "iat": issued,
+        "exp": int(issued + ttl),
+        "jti": str(uuid.uuid4()),
+        "client_id": CLIENT_ID,
+    }
+    if groups:
+        claims["groups"] = list(groups)
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    return _apply(claims, extra_claims or {})
+
+
+def mint(
+    keys: DevKeys,
+    *,
+    issuer: str,
+    audience: str | list[str],
+    subject: str,
+    groups: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    alg: str = "RS256",
+    ttl: float = 300,
+    now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    headers: Mapping[str, Any] | None = None,
+    typ: str | None = "at+jwt",
+) -> str:
+    """A signed dev access token. ``headers`` add or override header fields (``DROP`` removes
+    one, e.g. ``{"kid": DROP}``); ``typ=None`` leaves the ``typ`` header out."""
+    claims = standard_claims(
+        issuer=issuer,
+        audience=audience,
+        subject=subject,
+        groups=groups,
+        scopes=scopes,
+        ttl=ttl,
+        now=now,
+        extra_claims=extra_claims,
+    )
+    kid, key = keys.private_key_for(alg)
+    header = _apply({"kid": kid, "typ": typ}, headers or {})
+    header.setdefault("typ", None)  # a None typ is how PyJWT is told to leave it out
+    return jwt.encode(claims, key, algorithm=alg, headers=header)
+
+
+def forge_alg_none(claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
+    """An unsigned token (``alg: none``, empty signature)."""
+    return jwt.encode(dict(claims), "", algorithm="none", headers=dict(headers or {}))
+
+
+def forge_hs256_with_public_key(
+    keys: DevKeys, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
+) -> str:
+    """Algorithm confusion: HS256 whose HMAC key is the RSA public key PEM, kid of the RSA key.
+
+    Built by hand because PyJWT (rightly) refuses a PEM public key as an HMAC secret.
+    """
+    header = _apply({"alg": "HS256", "typ": "JWT", "kid": keys.rsa_kid}, headers or {})
+    signing_input = _signing_input(header, dict(claims))
+    signature = hmac.new(keys.public_pem("RS256"), signing_input, hashlib.sha256).digest()
+    return f"{signing_input.decode()}.{_b64(signature)}"
+
+
+def tamper_payload(token: str, **changes: Any) -> str:
+    """Edit the payload (``DROP`` removes a claim) but keep the original header and signature."""
+    header_part, payload_part, signature_part = _split(token)
+    payload = _apply(json.loads(_unb64(payload_part)), changes)
+    return f"{header_part}.{_b64(_json(payload))}.{signature_part}"
+
+
+def tamper_header(token: str, **changes: Any) -> str:
+    """Edit the header (``DROP`` removes a field) but keep the original payload and signature."""
+    header_part, payload_part, signature_part = _split(token)
+    header = _apply(json.loads(_unb64(header_part)), changes)
+    return f"{_b64(_json(header))}.{payload_part}.{signature_part}"
+
+
+def tamper_signature(token: str) -> str:
+    """Flip one bit of the signature; header and payload stay as they were."""
+    header_part, payload_part, signature_part = _split(token)
+    signature = bytearray(_unb64(signature_part))
+    if not signature:
+        raise ValueError("token has no signature to tamper with")
+    signature[0] ^= 0x01
+    return f"{header_part}.{payload_part}.{_b64(bytes(signature))}"
+
+
+def _apply(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for name, value in changes.items():
+        if value is DROP:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+def _split(token: str) -> tuple[str, str, str]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS (expected three dot-separated parts)")
+    return parts[0], parts[1], parts[2]
+
+
+def _json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _signing_input(header: Mapping[str, Any], claims: Mapping[str, Any]) -> bytes:
+    return f"{_b64(_json(header))}.{_b64(_json(claims))}".encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
