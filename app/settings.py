@@ -247,4 +247,3 @@ def load_settings(path: Path) -> Settings:
         # Relative policy paths are relative to the configuration file, not the cwd.
         settings = settings.model_copy(update={"policies": path.parent / settings.policies})
     return settings
-

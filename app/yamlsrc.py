@@ -60,20 +60,20 @@ def _build(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str)
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlError(file, key_node.start_mark.line + 1, "keys must be scalars")
-            key = str(_UniqueKeyLoader(str()).construct_scalar(key_node))
+            key = str(_UniqueKeyLoader("").construct_scalar(key_node))
             if key in out:
                 raise YamlError(file, key_node.start_mark.line + 1, f"duplicate key {key!r}")
             lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, (*path, key), lines, file)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(item, (*path, index), lines, file) for index, item in enumerate(node.value)
-        ]
+        return [_build(item, (*path, index), lines, file) for index, item in enumerate(node.value)]
     try:
-        return _UniqueKeyLoader(str()).construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        return _UniqueKeyLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
     except yaml.constructor.ConstructorError as exc:
-        raise YamlError(file, node.start_mark.line + 1, f"unsupported YAML: {exc.problem}") from None
+        raise YamlError(
+            file, node.start_mark.line + 1, f"unsupported YAML: {exc.problem}"
+        ) from None
 
 
 def _documents(text: str, file: str) -> Iterator[Located]:

@@ -40,9 +40,7 @@ def to_context(request: Request, path_prefix: str) -> RequestContext:
 
 
 def create_check_app(runtime: Runtime, decision_log: DecisionLog) -> FastAPI:
-    app = FastAPI(
-        title="ztauthz check", openapi_url=None, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title="ztauthz check", openapi_url=None, docs_url=None, redoc_url=None)
     prefix = runtime.state.settings.server.check.path_prefix
 
     @app.api_route("/{_path:path}", methods=ALL_METHODS, include_in_schema=False)

@@ -51,17 +51,27 @@ def test_good_config_loads_with_durations_and_relative_policy_dir(tmp_path: Path
     [
         ("algorithms: [RS256, ES256]", "algorithms: [RS256, HS256]", ":8: issuers[0].algorithms:"),
         ("algorithms: [RS256, ES256]", "algorithms: [none]", ":8: issuers[0].algorithms:"),
-        ("max_token_lifetime: 15m", "max_token_lifetime: soon", ":9: issuers[0].max_token_lifetime:"),
+        (
+            "max_token_lifetime: 15m",
+            "max_token_lifetime: soon",
+            ":9: issuers[0].max_token_lifetime:",
+        ),
         ("leeway: 30s", "leeway: 30s\n    colour: blue", ":11: issuers[0].colour: unknown key"),
         ("port: 9000", "port: 70000", ":2: server.check.port:"),
-        ("    audiences: [https://api.example.com]\n", "", ":5: issuers[0].audiences: required key"),
-        ("issuer: https://idp.example.com", "issuer: http://idp.example.com", ":5: issuers[0].issuer:"),
+        (
+            "    audiences: [https://api.example.com]\n",
+            "",
+            ":5: issuers[0].audiences: required key",
+        ),
+        (
+            "issuer: https://idp.example.com",
+            "issuer: http://idp.example.com",
+            ":5: issuers[0].issuer:",
+        ),
         ("path_prefix: /check", "path_prefix: check/", ":2: server.check.path_prefix:"),
     ],
 )
-def test_errors_name_file_line_and_key(
-    tmp_path: Path, old: str, new: str, expected: str
-) -> None:
+def test_errors_name_file_line_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert old in GOOD
     found = problems(tmp_path, GOOD.replace(old, new))
     assert any(p.startswith(str(tmp_path / "ztauthz.yaml")) and expected in p for p in found), found

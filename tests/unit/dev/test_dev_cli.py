@@ -10,10 +10,10 @@ from typing import Any
 
 import jwt
 import pytest
-from tests.unit.dev.dev_helpers import DEV_CLI
 
 from app.dev.cli import add_dev_commands
 from app.dev.keys import DevKeys
+from tests.unit.dev.dev_helpers import DEV_CLI
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,11 +7,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from tests.unit.dev.dev_helpers import DEV_CLI, running, serving, shared_keys
 
 from app.dev.issuer import check_issuer_url, create_issuer_app
 from app.dev.keys import DevKeys
 from app.dev.tokens import mint
+from tests.unit.dev.dev_helpers import DEV_CLI, running, serving, shared_keys
 
 REQUIRED_METADATA = {
     "issuer",

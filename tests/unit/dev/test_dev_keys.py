@@ -11,9 +11,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tests.unit.dev.dev_helpers import shared_keys
 
 from app.dev.keys import EC_FILE, RSA_FILE, DevKeyError, DevKeys, thumbprint
+from tests.unit.dev.dev_helpers import shared_keys
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import jwt
 import pytest
-from tests.unit.dev.dev_helpers import shared_keys
 
 from app.dev.keys import DevKeys
 from app.dev.tokens import (
@@ -24,6 +23,7 @@ from app.dev.tokens import (
     tamper_payload,
     tamper_signature,
 )
+from tests.unit.dev.dev_helpers import shared_keys
 
 ISSUER = "http://127.0.0.1:9400"
 AUDIENCE = "ztauthz-demo"

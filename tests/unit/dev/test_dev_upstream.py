@@ -4,9 +4,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.unit.dev.dev_helpers import DEV_CLI, running, serving
 
 from app.dev.upstream import upstream_app
+from tests.unit.dev.dev_helpers import DEV_CLI, running, serving
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"]
 

@@ -71,22 +71,34 @@ def test_missing_token_challenge_has_no_error_code() -> None:
     out = render(Decision(False, Reason.TOKEN_MISSING, "d3", "v"), SETTINGS)
     assert out.status == 401
     assert out.headers["www-authenticate"] == 'Bearer realm="ztauthz"'
-    assert json.loads(out.body) == {"decision": "deny", "reason": "token_missing", "decision_id": "d3"}
+    assert json.loads(out.body) == {
+        "decision": "deny",
+        "reason": "token_missing",
+        "decision_id": "d3",
+    }
 
 
-@pytest.mark.parametrize("reason", [r for r in Reason if r.value.startswith("token_") and r is not Reason.TOKEN_MISSING])
+@pytest.mark.parametrize(
+    "reason", [r for r in Reason if r.value.startswith("token_") and r is not Reason.TOKEN_MISSING]
+)
 def test_invalid_token_challenge_follows_rfc6750(reason: Reason) -> None:
     out = render(Decision(False, reason, "d4", "v"), SETTINGS)
     assert out.status == 401
     challenge = out.headers["www-authenticate"]
-    assert challenge.startswith('Bearer realm="ztauthz", error="invalid_token", error_description="')
+    assert challenge.startswith(
+        'Bearer realm="ztauthz", error="invalid_token", error_description="'
+    )
     assert '"' not in challenge.split('error_description="', 1)[1][:-1]
 
 
 def test_policy_denial_is_403_json_without_internal_detail_by_default() -> None:
     out = render(Decision(False, Reason.DENIED_BY_RULE, "d5", "v", "no-delete", "p"), SETTINGS)
     assert out.status == 403
-    assert json.loads(out.body) == {"decision": "deny", "reason": "denied_by_rule", "decision_id": "d5"}
+    assert json.loads(out.body) == {
+        "decision": "deny",
+        "reason": "denied_by_rule",
+        "decision_id": "d5",
+    }
     assert "www-authenticate" not in out.headers
 
 
