@@ -7,7 +7,6 @@ value's path (a tuple of keys and list indexes) to its 1-based line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,57 +45,72 @@ class YamlError(Exception):
 
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
+# libyaml's parser when PyYAML was built with it (policy directories can hold thousands of rules).
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader; duplicate keys are errors, not silent overwrites."""
+
+class _Builder:
+    """Turns one composed node graph into plain data plus the line of every key and item.
+
+    Duplicate keys are errors, not silent overwrites; tags other than the safe scalar ones
+    are refused.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[PathKey, int] = {}
+        self._scalars = yaml.constructor.SafeConstructor()
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        line = node.start_mark.line + 1
+        self.lines.setdefault(path, line)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            raise YamlError(self.file, line, f"unsupported YAML tag {node.tag!r}")
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key_line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise YamlError(self.file, key_line, "keys must be scalars")
+                key = str(self._scalar(key_node))
+                if key in out:
+                    raise YamlError(self.file, key_line, f"duplicate key {key!r}")
+                self.lines[(*path, key)] = key_line
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            line = node.start_mark.line + 1
+            raise YamlError(self.file, line, f"unsupported YAML: {exc.problem}") from None
 
 
-def _build(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if node.tag not in _PLAIN_TAGS and isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-        raise YamlError(file, node.start_mark.line + 1, f"unsupported YAML tag {node.tag!r}")
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise YamlError(file, key_node.start_mark.line + 1, "keys must be scalars")
-            key = str(_UniqueKeyLoader("").construct_scalar(key_node))
-            if key in out:
-                raise YamlError(file, key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, (*path, key), lines, file)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, index), lines, file) for index, item in enumerate(node.value)]
+def parse_documents(text: str, file: str) -> list[Located]:
+    """Every document in ``text`` (named ``file`` in errors), with line information."""
     try:
-        return _UniqueKeyLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
-    except yaml.constructor.ConstructorError as exc:
-        raise YamlError(
-            file, node.start_mark.line + 1, f"unsupported YAML: {exc.problem}"
-        ) from None
-
-
-def _documents(text: str, file: str) -> Iterator[Located]:
-    try:
-        nodes = list(yaml.compose_all(text, Loader=_UniqueKeyLoader))
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise YamlError(file, line, f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise YamlError(file, 1, f"invalid YAML: {exc}") from None
+    documents = []
     for node in nodes:
-        if node is None:
-            continue
-        lines: dict[PathKey, int] = {}
-        data = _build(node, (), lines, file)
-        yield Located(data=data, lines=lines, file=file, start_line=node.start_mark.line + 1)
+        builder = _Builder(file)
+        data = builder.build(node, ())
+        documents.append(Located(data, builder.lines, file, node.start_mark.line + 1))
+    return documents
 
 
 def load_documents(path: Path) -> list[Located]:
     """Every document in a YAML file, with line information."""
-    text = path.read_text(encoding="utf-8")
-    return list(_documents(text, str(path)))
+    return parse_documents(path.read_text(encoding="utf-8"), str(path))
 
 
 def load_single(path: Path) -> Located:

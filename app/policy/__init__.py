@@ -1,0 +1,27 @@
+"""Policies: load and compile a directory of YAML policies, then evaluate requests against it.
+
+``loader`` turns files into ``CompiledPolicies`` (or file:line problems), ``index`` finds the
+rules that can match a request, ``evaluate`` decides, and ``normalize`` makes the request's path
+and host safe to match.
+"""
+
+from __future__ import annotations
+
+from app.policy.evaluate import PolicyInput, Verdict, evaluate
+from app.policy.index import CompiledPolicies
+from app.policy.loader import PolicyLoadError, Problem, check_policy_dir, load_policy_dir
+from app.policy.normalize import PathRejected, normalize_host, normalize_path
+
+__all__ = [
+    "CompiledPolicies",
+    "PathRejected",
+    "PolicyInput",
+    "PolicyLoadError",
+    "Problem",
+    "Verdict",
+    "check_policy_dir",
+    "evaluate",
+    "load_policy_dir",
+    "normalize_host",
+    "normalize_path",
+]

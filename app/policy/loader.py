@@ -1,0 +1,390 @@
+"""Load a policy directory: YAML -> validated documents -> compiled, indexed rules.
+
+Every ``*.yaml`` / ``*.yml`` file under the directory is read (recursively, sorted by relative
+path; names starting with ``.`` are skipped, which also skips the ``..data`` copies in a mounted
+Kubernetes ConfigMap). Each document is checked against ``policy.schema.json`` and then for
+what a schema cannot say (unique names and rule ids, path patterns, anonymous rules). Every
+problem names its file and line; nothing is compiled while any error remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator, ValidationError
+
+from app.policy.index import CompiledPolicies, compile_policies
+from app.policy.model import ANY_PATH, ClaimCondition, Effect, Rule, Subject
+from app.policy.normalize import normalize_host
+from app.yamlsrc import Located, PathKey, YamlError, parse_documents
+
+# Shipped inside the package (so installed wheels have it); policies/schema.json links to it
+# for editors.
+SCHEMA_PATH = Path(__file__).resolve().parent / "policy.schema.json"
+API_VERSION = "ztauthz/v1"
+KIND = "Policy"
+SUFFIXES = (".yaml", ".yml")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int  # 1-based; 0 when the problem is about the file or directory as a whole
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {prefix}{self.message}"
+
+
+class PolicyLoadError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def check_policy_dir(path: Path) -> list[Problem]:
+    """Everything wrong with a policy directory, sorted by file and line."""
+    problems, _ = _load(path)
+    return problems
+
+
+def load_policy_dir(path: Path) -> CompiledPolicies:
+    """Compile a policy directory; raise ``PolicyLoadError`` if it has any error."""
+    problems, compiled = _load(path)
+    if compiled is None or any(p.severity == "error" for p in problems):
+        raise PolicyLoadError([p for p in problems if p.severity == "error"])
+    return compiled
+
+
+def path_pattern_problem(pattern: str) -> str | None:
+    """Why a path pattern is invalid, or ``None`` if it is valid."""
+    if not pattern.startswith("/"):
+        return "a path pattern must start with '/'"
+    if "%" in pattern or "?" in pattern:
+        return (
+            "'%' and '?' are not allowed: patterns match the decoded path without its query, "
+            "so write characters literally"
+        )
+    if "\\" in pattern or _CONTROL.search(pattern):
+        return "backslashes and control characters are not allowed"
+    if pattern == "/":
+        return None
+    segments = pattern[1:].split("/")
+    for position, segment in enumerate(segments):
+        last = position == len(segments) - 1
+        if segment == "" and last:
+            return (
+                f"remove the trailing '/': write {pattern[:-1]!r} "
+                f"(requests for {pattern!r} match it too)"
+            )
+        if segment == "":
+            return "empty segments ('//') are not allowed"
+        if segment in (".", ".."):
+            return "'.' and '..' segments are not allowed"
+        if segment == "**" and not last:
+            return "'**' is only allowed as the last segment"
+        if "*" in segment and segment not in ("*", "**"):
+            return f"'*' must be a whole segment ('*' or a final '**'), not part of {segment!r}"
+    return None
+
+
+# --- reading files -----------------------------------------------------------------------------
+
+
+def _policy_files(root: Path) -> list[Path]:
+    found = [
+        path
+        for path in root.rglob("*")
+        if path.suffix in SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        and path.is_file()
+    ]
+    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
+
+
+def _load(root: Path) -> tuple[list[Problem], CompiledPolicies | None]:
+    if not root.is_dir():
+        return [Problem(str(root), 0, "not a directory (expected a directory of policies)")], None
+    try:
+        validator = _validator()
+    except (OSError, ValueError) as exc:
+        return [Problem(str(SCHEMA_PATH), 0, f"cannot read the policy schema: {exc}")], None
+    compiler = _Compiler(validator)
+    digest = hashlib.sha256()
+    for path in _policy_files(root):
+        relative = path.relative_to(root).as_posix()
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            compiler.error(str(path), 0, f"cannot read: {exc.strerror}")
+            continue
+        for part in (relative.encode("utf-8"), content):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+        try:
+            documents = parse_documents(content.decode("utf-8"), str(path))
+        except UnicodeDecodeError:
+            compiler.error(str(path), 1, "not valid UTF-8")
+            continue
+        except YamlError as exc:
+            compiler.error(exc.file, exc.line, exc.message)
+            continue
+        for document in documents:
+            compiler.add(document)
+    if compiler.documents == 0 and not compiler.problems:
+        compiler.error(str(root), 0, f"no policy documents found (files {', '.join(SUFFIXES)})")
+    problems = sorted(dict.fromkeys(compiler.problems), key=lambda p: (p.file, p.line))
+    if any(p.severity == "error" for p in problems):
+        return problems, None
+    version = "sha256:" + digest.hexdigest()[:16]
+    return problems, compile_policies(version, compiler.rules, compiler.names)
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _key(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _at(path: PathKey, text: str) -> str:
+    return f"{_key(path)}: {text}" if path else text
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    for kind, word in (
+        (bool, "a boolean"),
+        (int | float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (Mapping, "a mapping"),
+    ):
+        if isinstance(value, kind):
+            return word
+    return f"a YAML {type(value).__name__}"
+
+
+def _explain(error: ValidationError) -> Iterator[tuple[PathKey, str]]:
+    """Readable (location, message) pairs for one schema error."""
+    path: PathKey = tuple(error.absolute_path)
+    keyword, value = error.validator, error.instance
+    expected: Any = error.validator_value
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if keyword == "additionalProperties" and isinstance(value, Mapping):
+        allowed = list(schema.get("properties", {}))
+        for key in value:
+            if key not in allowed:
+                where = (*path, key)
+                yield where, _at(where, f"unknown key; expected one of: {', '.join(allowed)}")
+    elif keyword == "required" and isinstance(value, Mapping):
+        for key in expected:
+            if key not in value:
+                yield path, _at(path, f"missing required key {key!r}")
+    elif keyword == "type":
+        wanted = [expected] if isinstance(expected, str) else list(expected)
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        yield path, _at(path, f"expected {words}, got {_kind_of(value)}")
+    elif keyword == "const":
+        yield path, _at(path, f"expected {expected!r}, got {_show(value)}")
+    elif keyword == "enum":
+        hint = ""
+        if isinstance(value, str) and value.upper() in expected and value not in expected:
+            hint = f" (write it upper-case: {value.upper()})"
+        yield path, _at(path, f"{_show(value)} is not one of: {', '.join(expected)}{hint}")
+    elif keyword == "pattern":
+        expectation = schema.get("patternErrorMessage", f"expected a match for {expected}")
+        yield path, _at(path, f"{_show(value)} is invalid: {expectation}")
+    elif keyword in ("minItems", "minProperties", "minLength") and expected == 1:
+        yield path, _at(path, "must not be empty")
+    elif keyword == "uniqueItems":
+        yield path, _at(path, "must not contain duplicates")
+    elif keyword == "maxLength":
+        yield path, _at(path, f"too long: at most {expected} characters")
+    else:
+        yield path, _at(path, error.message)
+
+
+# --- compiling ---------------------------------------------------------------------------------
+
+
+def _subject(raw: Mapping[str, Any] | None) -> Subject | None:
+    if raw is None:
+        return None
+
+    def names(key: str) -> frozenset[str] | None:
+        return frozenset(raw[key]) if key in raw else None
+
+    claims = tuple(
+        ClaimCondition(name, tuple(value) if isinstance(value, list) else (value,))
+        for name, value in raw.get("claims", {}).items()
+    )
+    return Subject(
+        issuers_any=names("issuers_any"),
+        subjects_any=names("subjects_any"),
+        groups_any=names("groups_any"),
+        groups_all=names("groups_all"),
+        scopes_any=names("scopes_any"),
+        scopes_all=names("scopes_all"),
+        claims=claims,
+    )
+
+
+@dataclass
+class _Compiler:
+    validator: Draft202012Validator
+    problems: list[Problem] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    documents: int = 0
+    _policy_at: dict[str, str] = field(default_factory=dict)
+    _rule_at: dict[str, str] = field(default_factory=dict)
+
+    def error(self, file: str, line: int, message: str) -> None:
+        self.problems.append(Problem(file, line, message))
+
+    def _error_at(self, doc: Located, path: PathKey, message: str) -> None:
+        self.error(doc.file, doc.line_of(path), _at(path, message))
+
+    def add(self, doc: Located) -> None:
+        data = doc.data
+        if data is None:
+            return  # an empty document, e.g. after a trailing "---"
+        self.documents += 1
+        if not isinstance(data, Mapping):
+            self.error(
+                doc.file,
+                doc.start_line,
+                "a policy document must be a mapping with apiVersion, kind, metadata and spec",
+            )
+            return
+        if not self._check_schema(doc, data):
+            return
+        name: str = data["metadata"]["name"]
+        where = f"{doc.file}:{doc.line_of(('metadata', 'name'))}"
+        if name in self._policy_at:
+            message = f"duplicate policy name {name!r}: also defined at {self._policy_at[name]}"
+            self._error_at(doc, ("metadata", "name"), message)
+            return
+        self._policy_at[name] = where
+        self.names.append(name)
+        hosts = self._hosts(doc, data["spec"].get("hosts", []))
+        for position, raw in enumerate(data["spec"]["rules"]):
+            self._rule(doc, name, hosts, ("spec", "rules", position), raw)
+
+    def _check_schema(self, doc: Located, data: Mapping[str, Any]) -> bool:
+        # A wrong apiVersion or kind makes every other complaint noise: report only that.
+        for key, wanted in (("apiVersion", API_VERSION), ("kind", KIND)):
+            if key in data and data[key] != wanted:
+                message = f"unsupported {key} {_show(data[key])}; expected {wanted!r}"
+                self._error_at(doc, (key,), message)
+                return False
+        found = False
+        for error in self.validator.iter_errors(data):
+            for path, message in _explain(error):
+                self.error(doc.file, doc.line_of(path), message)
+                found = True
+        return not found
+
+    def _hosts(self, doc: Located, raw: list[str]) -> tuple[str, ...]:
+        hosts: list[str] = []
+        for position, host in enumerate(raw):
+            wildcard = host.startswith("*.")
+            try:
+                name = normalize_host(host[2:] if wildcard else host)
+            except ValueError as exc:
+                self._error_at(doc, ("spec", "hosts", position), str(exc))
+                continue
+            hosts.append(f"*.{name}" if wildcard else name)
+        return tuple(hosts)
+
+    def _rule(
+        self,
+        doc: Located,
+        policy: str,
+        hosts: tuple[str, ...],
+        base: PathKey,
+        raw: Mapping[str, Any],
+    ) -> None:
+        rule_id: str = raw["id"]
+        line = doc.line_of((*base, "id"))
+        if rule_id in self._rule_at:
+            message = f"duplicate rule id {rule_id!r}: also defined at {self._rule_at[rule_id]}"
+            self._error_at(doc, (*base, "id"), message)
+        else:
+            self._rule_at[rule_id] = f"{doc.file}:{line}"
+        effect: Effect = raw["effect"]
+        anonymous: bool = raw.get("anonymous", False)
+        if anonymous and effect == "deny":
+            message = (
+                "only allow rules can be anonymous; a deny rule without subject already "
+                "applies to everyone"
+            )
+            self._error_at(doc, (*base, "anonymous"), message)
+        if anonymous and "subject" in raw:
+            message = (
+                "an anonymous rule needs no token, so it cannot have subject conditions; "
+                "remove anonymous or subject"
+            )
+            self._error_at(doc, (*base, "anonymous"), message)
+        match: Mapping[str, Any] = raw.get("match", {})
+        paths: list[str] = match.get("paths", [ANY_PATH])
+        for position, pattern in enumerate(match.get("paths", [])):
+            problem = path_pattern_problem(pattern)
+            if problem is not None:
+                self._error_at(doc, (*base, "match", "paths", position), problem)
+        methods = frozenset(match["methods"]) if "methods" in match else None
+        self.rules.append(
+            Rule(
+                id=rule_id,
+                policy=policy,
+                effect=effect,
+                order=len(self.rules),
+                anonymous=anonymous,
+                hosts=hosts,
+                methods=methods,
+                paths=tuple(paths),
+                subject=_subject(raw.get("subject")),
+                file=doc.file,
+                line=line,
+            )
+        )
