@@ -1,0 +1,71 @@
+"""Find the bearer token in a request: the Authorization header (RFC 6750 §2.1) or a cookie.
+
+A present but unusable credential is an error, never a silent "no token": a client that sent
+something and gets treated as anonymous would hide a misconfiguration (and could be allowed on
+anonymous routes by mistake).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from app.identity.errors import TokenError
+from app.reasons import Reason
+
+# credentials = "Bearer" 1*SP b64token ; b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~"
+# / "+" / "/" ) *"="  (RFC 6750 §2.1). The scheme is case-insensitive (RFC 9110 §11.1).
+_B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +({_B64TOKEN})")
+_TOKEN = re.compile(_B64TOKEN)
+_OWS = " \t"
+
+
+def extract_token(headers: Mapping[str, str], cookie_name: str | None) -> str | None:
+    """The token, or None when the request carries none.
+
+    ``headers`` has lower-cased names. The Authorization header wins; the cookie is consulted
+    only when there is no Authorization header and ``cookie_name`` is configured.
+    Raises TokenError(TOKEN_MALFORMED) for a credential that is present but not a bearer token.
+    """
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        return _from_authorization(authorization)
+    if cookie_name:
+        return _from_cookie(headers.get("cookie"), cookie_name)
+    return None
+
+
+def _from_authorization(value: str) -> str:
+    match = _BEARER.fullmatch(value.strip(_OWS))
+    if match is None:
+        raise TokenError(Reason.TOKEN_MALFORMED, "authorization header is not a bearer credential")
+    return match.group(1)
+
+
+def _from_cookie(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` (RFC 6265 §4.2 syntax: ``a=1; b=2``).
+
+    Hand-parsed on purpose: ``http.cookies.SimpleCookie`` silently stops at the first pair it
+    cannot parse and lets a later duplicate win. A name that appears more than once is refused:
+    a second cookie of the same name is how cookie-tossing from a sibling domain looks.
+    """
+    if not header:
+        return None
+    values = []
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip(_OWS) == name:
+            values.append(value.strip(_OWS))
+    if not values:
+        return None
+    if len(values) > 1:
+        raise TokenError(Reason.TOKEN_MALFORMED, "token cookie is present more than once")
+    value = values[0]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if value == "":
+        return None  # a cleared cookie (e.g. after logout) is no credential at all
+    if _TOKEN.fullmatch(value) is None:
+        raise TokenError(Reason.TOKEN_MALFORMED, "token cookie holds no bearer token")
+    return value

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from app.identity.errors import TokenError
+from app.identity.extract import extract_token
+from app.reasons import Reason
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln-_"
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookie_name", "expected"),
+    [
+        ({"authorization": f"Bearer {JWT}"}, None, JWT),
+        ({"authorization": f"bearer {JWT}"}, None, JWT),
+        ({"authorization": f"BEARER {JWT}"}, None, JWT),
+        ({"authorization": f"Bearer   {JWT}"}, None, JWT),  # 1*SP
+        ({"authorization": f"  Bearer {JWT}\t"}, None, JWT),  # surrounding OWS
+        ({"authorization": "Bearer abc+/~=="}, None, "abc+/~=="),  # full b64token charset
+        ({}, None, None),
+        ({}, "session", None),
+        ({"cookie": f"session={JWT}"}, None, None),  # cookie not configured
+        ({"cookie": f"a=1; session={JWT}; b=2"}, "session", JWT),
+        ({"cookie": f'session="{JWT}"'}, "session", JWT),
+        ({"cookie": f"xsession={JWT}; sessionx=1"}, "session", None),
+        ({"cookie": "session="}, "session", None),  # cleared cookie
+        ({"cookie": ""}, "session", None),
+        # the Authorization header wins over the cookie
+        ({"authorization": f"Bearer {JWT}", "cookie": "session=other"}, "session", JWT),
+    ],
+)
+def test_extracts_token(headers: dict[str, str], cookie_name: str | None, expected: str) -> None:
+    assert extract_token(headers, cookie_name) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookie_name"),
+    [
+        ({"authorization": ""}, None),
+        ({"authorization": "Bearer"}, None),
+        ({"authorization": "Bearer "}, None),
+        ({"authorization": f"Basic {JWT}"}, None),
+        ({"authorization": f"Bearer {JWT} {JWT}"}, None),  # two tokens
+        ({"authorization": f"Bearer {JWT}, Bearer {JWT}"}, None),  # merged duplicate headers
+        ({"authorization": f"Bearer\t{JWT}"}, None),  # RFC 6750: SP only
+        ({"authorization": f"Bearer {JWT}=x"}, None),  # '=' only as trailing padding
+        ({"authorization": "Bearer a\u00e9b"}, None),  # non-ASCII
+        ({"authorization": "Bearer a;b"}, None),
+        ({"authorization": f"Bearer{JWT}"}, None),
+        # a present Authorization header is never skipped in favour of the cookie
+        ({"authorization": "Basic dXNlcjpwYXNz", "cookie": f"session={JWT}"}, "session"),
+        ({"cookie": f"session={JWT}; session={JWT}"}, "session"),  # cookie tossing
+        ({"cookie": "session=not a token"}, "session"),
+        ({"cookie": "session=a,b"}, "session"),
+    ],
+)
+def test_refuses_malformed_credentials(headers: dict[str, str], cookie_name: str | None) -> None:
+    with pytest.raises(TokenError) as caught:
+        extract_token(headers, cookie_name)
+    assert caught.value.reason is Reason.TOKEN_MALFORMED
+
+
+def test_error_message_never_contains_the_credential() -> None:
+    with pytest.raises(TokenError) as caught:
+        extract_token({"authorization": "Basic c2VjcmV0LXBhc3N3b3Jk"}, None)
+    assert "c2VjcmV0" not in str(caught.value)
