@@ -1,0 +1,527 @@
+"""``ztauthz dev stack``: the whole local demo on loopback, started and stopped as one.
+
+It starts the dev OIDC issuer, the echo upstream, ``ztauthz serve`` and Envoy running the
+shipped bootstrap (deploy/envoy/envoy.yaml, only re-ported), waits until each is ready, then
+prints curl commands for an allowed, an unauthenticated (401) and a forbidden (403) request.
+Ctrl-C (or SIGTERM) stops everything in reverse order. ``--check`` sends the three requests
+itself and exits 0 only if each got the expected answer.
+
+Everything it writes goes to one directory (``.dev/`` by default): the dev keys (shared with
+``ztauthz dev token``), the generated ztauthz and Envoy configurations, and one log per process.
+The integration tests start the same stack through ``start_stack``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from app.dev.envoy import (
+    SHIPPED_ENVOY_CONFIG,
+    EnvoyConfigError,
+    EnvoyNotFound,
+    envoy_command,
+    write_envoy_config,
+)
+from app.dev.keys import DevKeyError, DevKeys
+from app.dev.procs import HttpReady, ManagedProcess, ProcessError, ProcessGroup, free_port
+from app.dev.tokens import mint
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_POLICIES = REPO_ROOT / "policies"
+AUDIENCE = "https://api.example.com"
+LOOPBACK = "127.0.0.1"
+DEMO_TOKEN_TTL = 600.0  # within the demo issuer's max_token_lifetime (15m)
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Every port the stack listens on (all on loopback). 0 means "any free port"."""
+
+    envoy: int = 10000
+    envoy_admin: int = 9901
+    check: int = 9000
+    admin: int = 9100
+    issuer: int = 9400
+    upstream: int = 8081
+
+    def resolved(self) -> Ports:
+        """The same ports with each 0 replaced by a distinct free port."""
+        given = [getattr(self, f.name) for f in fields(self)]
+        used = {port for port in given if port}
+        if len(used) != len([port for port in given if port]):
+            raise ValueError(f"the same port is given twice: {given}")
+        chosen = []
+        for port in given:
+            if port == 0:
+                port = free_port()
+                while port in used:
+                    port = free_port()
+            used.add(port)
+            chosen.append(port)
+        return Ports(*chosen)
+
+    @classmethod
+    def ephemeral(cls) -> Ports:
+        return cls(0, 0, 0, 0, 0, 0).resolved()
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """A running stack: where everything listens and what it was started with."""
+
+    ports: Ports
+    workdir: Path
+    keys: DevKeys
+    issuer_url: str
+    audience: str
+    config_path: Path
+    envoy_config_path: Path
+    policies: Path
+
+    @property
+    def envoy_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.envoy}"
+
+    @property
+    def check_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.check}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.admin}"
+
+    @property
+    def upstream_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.upstream}"
+
+    def log(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+
+def ztauthz_command() -> list[str]:
+    """How to run the ztauthz CLI: the console script beside this Python, else ``-m app.cli``."""
+    script = Path(sys.executable).parent / "ztauthz"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "app.cli"]
+
+
+def demo_config() -> dict[str, Any]:
+    """The ztauthz configuration of the demo (ports and issuer URL are set by bind_config)."""
+    return {
+        "issuers": [
+            {
+                "issuer": f"http://{LOOPBACK}:9400",
+                "discovery": True,
+                "audiences": [AUDIENCE],
+                "algorithms": ["RS256", "ES256"],
+                "max_token_lifetime": "15m",
+                "leeway": "30s",
+            }
+        ],
+        "log_level": "info",
+    }
+
+
+def bind_config(
+    base: Mapping[str, Any], *, ports: Ports, issuer_url: str, policies: Path
+) -> dict[str, Any]:
+    """``base`` with the listeners, the (first) issuer's URL and the policy directory set."""
+    config = dict(base)
+    config["server"] = {
+        "check": {"host": LOOPBACK, "port": ports.check, "path_prefix": "/check"},
+        "admin": {"host": LOOPBACK, "port": ports.admin},
+    }
+    issuers = [dict(i) for i in config.get("issuers", [])]
+    if not issuers:
+        raise ValueError("the base configuration must list at least one issuer")
+    issuers[0]["issuer"] = issuer_url
+    config["issuers"] = issuers
+    config["policies"] = str(policies.resolve())
+    return config
+
+
+def _check_free(ports: Ports) -> None:
+    for f in fields(ports):
+        port = getattr(ports, f.name)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers do: a port held only by connections in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                flag = "--" + f.name.replace("_", "-") + "-port"
+                raise ProcessError(
+                    f"port {port} ({f.name}) is in use on {LOOPBACK}; choose another with {flag}"
+                ) from None
+
+
+def start_stack(
+    group: ProcessGroup,
+    *,
+    workdir: Path,
+    ports: Ports,
+    policies: Path = SHIPPED_POLICIES,
+    config: Mapping[str, Any] | None = None,
+    envoy_template: Path = SHIPPED_ENVOY_CONFIG,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> Stack:
+    """Start issuer, upstream, Envoy and ``ztauthz serve`` in ``group``; return once all are ready.
+
+    The caller's ``with group:`` block stops them (also if this function fails half-way).
+    """
+    ports = ports.resolved()
+    _check_free(ports)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keys_dir = workdir / "keys"
+    keys = DevKeys.load_or_create(keys_dir)
+    issuer_url = f"http://{LOOPBACK}:{ports.issuer}"
+    config_path = workdir / "ztauthz.yaml"
+    bound = bind_config(
+        config or demo_config(), ports=ports, issuer_url=issuer_url, policies=policies
+    )
+    config_path.write_text(
+        "# Generated by `ztauthz dev stack`; edit the source, not this file.\n"
+        + yaml.safe_dump(bound, sort_keys=False),
+        encoding="utf-8",
+    )
+    envoy_config = write_envoy_config(
+        workdir / "envoy.yaml",
+        template=envoy_template,
+        listen_port=ports.envoy,
+        admin_port=ports.envoy_admin,
+        authz_port=ports.check,
+        upstream_port=ports.upstream,
+    )
+    stack = Stack(
+        ports=ports,
+        workdir=workdir,
+        keys=keys,
+        issuer_url=issuer_url,
+        audience=AUDIENCE,
+        config_path=config_path,
+        envoy_config_path=envoy_config,
+        policies=policies,
+    )
+    child_env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+    ztauthz = ztauthz_command()
+
+    def process(name: str, argv: list[str], ready: str) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            argv,
+            log_path=stack.log(name),
+            ready=HttpReady(ready),
+            env=child_env,
+            ready_timeout=ready_timeout,
+        )
+
+    issuer_argv = [*ztauthz, "dev", "issuer", "--keys", str(keys_dir)]
+    issuer_argv += ["--host", LOOPBACK, "--port", str(ports.issuer)]
+    issuer = process(
+        "issuer",
+        issuer_argv,
+        f"{issuer_url}/.well-known/openid-configuration",
+    )
+    upstream = process(
+        "upstream",
+        [*ztauthz, "dev", "upstream", "--host", LOOPBACK, "--port", str(ports.upstream)],
+        f"{stack.upstream_url}/",
+    )
+    envoy = process(
+        "envoy",
+        envoy_command(envoy_config),
+        f"http://{LOOPBACK}:{ports.envoy_admin}/ready",
+    )
+    serve = process(
+        "ztauthz", [*ztauthz, "serve", "--config", str(config_path)], f"{stack.admin_url}/readyz"
+    )
+    # Envoy does not need ztauthz to start; ztauthz needs the issuer's keys to become ready.
+    group.start(issuer, upstream, envoy)
+    group.start(serve)
+    return stack
+
+
+# --- the demo requests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRequest:
+    name: str
+    title: str
+    method: str
+    path: str
+    token: str | None
+    expect_status: int
+    expect_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
+    """Three requests against the shipped policies: allow, 401, 403."""
+    finance = mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject="alice",
+        groups=["finance"],
+        scopes=["invoices:read"],
+        ttl=DEMO_TOKEN_TTL,
+        now=now,
+    )
+    contractor = mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject="carol",
+        groups=["contractors"],
+        scopes=["invoices:read", "invoices:write"],
+        alg="ES256",
+        ttl=DEMO_TOKEN_TTL,
+        now=now,
+    )
+    return [
+        DemoRequest(
+            "ALICE_TOKEN",
+            "allowed: alice (group finance, scope invoices:read) reads invoices",
+            "GET",
+            "/invoices",
+            finance,
+            200,
+        ),
+        DemoRequest(
+            "",
+            "401: no token on a protected route",
+            "GET",
+            "/invoices",
+            None,
+            401,
+            "token_missing",
+        ),
+        DemoRequest(
+            "CAROL_TOKEN",
+            "403: carol (group contractors) may never delete",
+            "DELETE",
+            "/invoices/42",
+            contractor,
+            403,
+            "denied_by_rule",
+        ),
+    ]
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    host: str = LOOPBACK,
+    timeout: float = 10.0,
+) -> Reply:
+    """One HTTP/1.1 request with the path sent byte-for-byte as given (no client-side
+    normalization, unlike most HTTP clients), so path handling can be observed."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+def send(stack: Stack, request: DemoRequest) -> Reply:
+    """Send a demo request through Envoy."""
+    headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
+    return http_request(stack.ports.envoy, request.method, request.path, headers)
+
+
+def problems(request: DemoRequest, reply: Reply) -> list[str]:
+    """What is wrong with ``reply`` for ``request`` (empty: as expected)."""
+    found: list[str] = []
+    if reply.status != request.expect_status:
+        found.append(f"status {reply.status}, expected {request.expect_status}")
+        return found
+    body = reply.json()
+    if request.expect_status == 200:
+        upstream_headers = body.get("headers", {}) if isinstance(body, dict) else {}
+        if not upstream_headers.get("x-auth-subject"):
+            found.append("the upstream did not receive x-auth-subject")
+        if not upstream_headers.get("x-auth-decision-id"):
+            found.append("the upstream did not receive x-auth-decision-id")
+    elif request.expect_status == 401 and not reply.headers.get("www-authenticate", "").startswith(
+        "Bearer "
+    ):
+        found.append("no Bearer challenge in WWW-Authenticate")
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if request.expect_reason is not None and reason != request.expect_reason:
+        found.append(f"reason {reason!r}, expected {request.expect_reason!r}")
+    return found
+
+
+def curl_command(stack: Stack, request: DemoRequest) -> str:
+    parts = ["curl", "-sS", "-i"]
+    if request.method != "GET":
+        parts += ["-X", request.method]
+    command = " ".join(shlex.quote(p) for p in parts)
+    if request.token is not None:
+        command += f' -H "Authorization: Bearer ${request.name}"'
+    return f"{command} {shlex.quote(stack.envoy_url + request.path)}"
+
+
+def _summary(request: DemoRequest, reply: Reply) -> str:
+    body = reply.json()
+    if reply.status == 200 and isinstance(body, dict):
+        seen = {k: v for k, v in body.get("headers", {}).items() if k.startswith("x-auth-")}
+        return f"{reply.status}; the upstream received {json.dumps(seen, sort_keys=True)}"
+    challenge = reply.headers.get("www-authenticate")
+    extra = f"; WWW-Authenticate: {challenge}" if challenge else ""
+    return f"{reply.status}{extra}; body {reply.body.decode('utf-8', 'replace')}"
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Ports()
+    parser.add_argument("--dir", type=Path, default=Path(".dev"), help="work directory (.dev)")
+    parser.add_argument(
+        "--policies", type=Path, default=SHIPPED_POLICIES, help="policy directory (policies/)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="send the demo requests, print the results, stop; exit 0 only if all are as expected",
+    )
+    for f in fields(defaults):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-") + "-port",
+            dest=f"{f.name}_port",
+            type=int,
+            default=getattr(defaults, f.name),
+            help=f"{f.name.replace('_', ' ')} port ({getattr(defaults, f.name)}; 0: any free)",
+        )
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into an exception, so the supervisor always cleans up."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ports = Ports(**{f.name: getattr(args, f"{f.name}_port") for f in fields(Ports)})
+        ports = ports.resolved()
+    except ValueError as exc:
+        print(f"ztauthz dev stack: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    try:
+        with _stop_on_signals(), ProcessGroup() as group:
+            print("starting issuer, upstream, Envoy and ztauthz on 127.0.0.1 ...", file=out)
+            stack = start_stack(group, workdir=args.dir, ports=ports, policies=args.policies)
+            requests = demo_requests(stack, now=time.time())
+            if args.check:
+                return _check(stack, requests)
+            _explain(stack, requests)
+            while True:
+                group.check_alive()
+                time.sleep(0.5)
+    except _Stop:
+        print("\nstopped.", file=out)
+        return 130 if args.check else 0
+    except (ProcessError, DevKeyError, EnvoyConfigError, EnvoyNotFound) as exc:
+        print(f"ztauthz dev stack: {exc}", file=sys.stderr)
+        return 1
+
+
+def _check(stack: Stack, requests: list[DemoRequest]) -> int:
+    failed = 0
+    for request in requests:
+        reply = send(stack, request)
+        wrong = problems(request, reply)
+        failed += bool(wrong)
+        print(f"[{'ok' if not wrong else 'FAIL'}] {request.title}")
+        print(f"      {request.method} {request.path} -> {_summary(request, reply)}")
+        for problem in wrong:
+            print(f"      problem: {problem}")
+    print(f"demo check: {len(requests) - failed} of {len(requests)} requests as expected")
+    return 1 if failed else 0
+
+
+def _explain(stack: Stack, requests: list[DemoRequest]) -> None:
+    p = stack.ports
+    print(
+        f"""
+ztauthz demo stack is ready.
+DEVELOPMENT ONLY: the dev issuer signs with key files in {stack.workdir}/keys.
+
+  Envoy          {stack.envoy_url}   (admin http://{LOOPBACK}:{p.envoy_admin})
+  ztauthz        {stack.check_url}/check   (admin {stack.admin_url}/readyz)
+  dev issuer     {stack.issuer_url}
+  echo upstream  {stack.upstream_url}
+  policies       {stack.policies}
+  logs           {stack.workdir}/logs/
+
+Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
+"""
+    )
+    for request in requests:
+        if request.token is not None:
+            print(f"export {request.name}={shlex.quote(request.token)}")
+    print()
+    for request in requests:
+        print(f"# {request.title}")
+        print(curl_command(stack, request))
+        print()
+    print(
+        "More tokens: ztauthz dev token --keys "
+        f"{shlex.quote(str(stack.workdir / 'keys'))} --issuer {stack.issuer_url} "
+        f"--aud {stack.audience} --sub bob --group finance --scope invoices:read\n"
+        "Press Ctrl-C to stop everything.",
+        flush=True,
+    )
