@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/ztauthz dev stack
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: $(STAMP) npm lint

@@ -77,6 +77,18 @@ class Jwks(_Model):
     fetch_timeout: Duration = timedelta(seconds=5)
     max_bytes: int = Field(default=512 * 1024, ge=1024)
 
+    @model_validator(mode="after")
+    def _sane(self) -> Jwks:
+        second = timedelta(seconds=1)
+        if self.refresh_interval < second or self.kid_miss_min_interval < second:
+            # Below a second, refreshes and kid-miss refetches would hammer the IdP.
+            raise ValueError("refresh_interval and kid_miss_min_interval must be at least 1s")
+        if self.max_staleness < self.refresh_interval:
+            raise ValueError("max_staleness must be at least refresh_interval")
+        if not timedelta(0) < self.fetch_timeout <= self.refresh_interval:
+            raise ValueError("fetch_timeout must be positive and at most refresh_interval")
+        return self
+
 
 def _is_loopback(host: str | None) -> bool:
     if host in ("localhost", None):
@@ -87,7 +99,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _check_url(value: str, field: str) -> str:
+def check_url(value: str, field: str) -> str:
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
         return value
@@ -98,7 +110,7 @@ def _check_url(value: str, field: str) -> str:
 
 class Issuer(_Model):
     issuer: str
-    discovery: bool = True
+    discovery: bool = True  # false when jwks_uri is given
     jwks_uri: str | None = None
     audiences: list[str] = Field(min_length=1)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
@@ -110,12 +122,12 @@ class Issuer(_Model):
     @field_validator("issuer")
     @classmethod
     def _issuer(cls, value: str) -> str:
-        return _check_url(value, "issuer")
+        return check_url(value, "issuer")
 
     @field_validator("jwks_uri")
     @classmethod
     def _jwks_uri(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value, "jwks_uri")
+        return None if value is None else check_url(value, "jwks_uri")
 
     @field_validator("algorithms")
     @classmethod
@@ -127,6 +139,15 @@ class Issuer(_Model):
                 "(never 'none', never HMAC with keys from a JWKS)"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jwks_uri_pins_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("jwks_uri") is not None:
+            if data.get("discovery") is True:
+                raise ValueError("give either discovery: true or jwks_uri, not both")
+            data = {**data, "discovery": False}
+        return data
 
     @model_validator(mode="after")
     def _key_source(self) -> Issuer:

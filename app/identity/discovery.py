@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app.settings import _check_url
+from app.settings import check_url
 
 WELL_KNOWN = "/.well-known/openid-configuration"
 
@@ -104,6 +104,6 @@ async def fetch_jwks_uri(
     if not isinstance(jwks_uri, str) or not jwks_uri:
         raise DiscoveryError(f"{where}: 'jwks_uri' is missing or not a string")
     try:
-        return _check_url(jwks_uri, "jwks_uri")
+        return check_url(jwks_uri, "jwks_uri")
     except ValueError as exc:
         raise DiscoveryError(f"{where}: {exc}") from None

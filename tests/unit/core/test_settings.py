@@ -115,3 +115,29 @@ def test_the_same_issuer_twice_is_refused(tmp_path: Path) -> None:
     block = GOOD.split("issuers:\n", 1)[1].split("policies:")[0]
     text = GOOD.replace(block, block + block)
     assert any("issuer listed more than once" in p for p in problems(tmp_path, text))
+
+
+def test_jwks_uri_replaces_discovery_and_conflicts_with_it(tmp_path: Path) -> None:
+    pinned = GOOD.replace("discovery: true", "jwks_uri: https://idp.example.com/keys")
+    issuer = load_settings(write(tmp_path, pinned)).issuers[0]
+    assert (issuer.discovery, issuer.jwks_uri) == (False, "https://idp.example.com/keys")
+    both = GOOD.replace(
+        "discovery: true", "discovery: true\n    jwks_uri: https://idp.example.com/k"
+    )
+    assert any("not both" in p for p in problems(tmp_path, both))
+    neither = GOOD.replace("discovery: true", "discovery: false")
+    assert any("give jwks_uri" in p for p in problems(tmp_path, neither))
+
+
+@pytest.mark.parametrize(
+    ("jwks", "message"),
+    [
+        ("{refresh_interval: 0s}", "at least 1s"),
+        ("{kid_miss_min_interval: 100ms}", "at least 1s"),
+        ("{refresh_interval: 1h, max_staleness: 10m}", "max_staleness must be at least"),
+        ("{fetch_timeout: 0s}", "fetch_timeout must be positive"),
+    ],
+)
+def test_jwks_timing_floors(tmp_path: Path, jwks: str, message: str) -> None:
+    text = GOOD.replace("claims: {groups: groups, scopes: scope}", f"jwks: {jwks}")
+    assert any(":11: issuers[0].jwks:" in p and message in p for p in problems(tmp_path, text))

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -146,8 +147,16 @@ def make_issuer(url: str, **overrides: Any) -> Issuer:
     """An Issuer for ``url``; ``jwks=`` may be a dict of Jwks fields (durations in seconds)."""
     values: dict[str, Any] = {"issuer": url, "audiences": ["api"]}
     values.update(overrides)
-    values["jwks"] = Jwks.model_validate(overrides.get("jwks", {}))
-    return Issuer(**values)
+    jwks = values.pop("jwks", {})
+    # model_construct + model_copy: the tests run the cache with sub-second timings that the
+    # configuration floors (refresh and kid-miss intervals of at least 1s) refuse from users.
+    timings = Jwks.model_construct(
+        **{
+            name: value if name == "max_bytes" else timedelta(seconds=value)
+            for name, value in jwks.items()
+        }
+    )
+    return Issuer(**values).model_copy(update={"jwks": timings})
 
 
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
