@@ -150,12 +150,11 @@ def make_issuer(url: str, **overrides: Any) -> Issuer:
     jwks = values.pop("jwks", {})
     # model_construct + model_copy: the tests run the cache with sub-second timings that the
     # configuration floors (refresh and kid-miss intervals of at least 1s) refuse from users.
-    timings = Jwks.model_construct(
-        **{
-            name: value if name == "max_bytes" else timedelta(seconds=value)
-            for name, value in jwks.items()
-        }
-    )
+    fields: dict[str, Any] = {
+        name: value if name == "max_bytes" else timedelta(seconds=value)
+        for name, value in jwks.items()
+    }
+    timings = Jwks.model_construct(None, **fields)
     return Issuer(**values).model_copy(update={"jwks": timings})
 
 
