@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 
+from app.check import Checker
 from app.settings import Settings
 from app.state import Runtime
 from app.telemetry.decision_log import DecisionLog
@@ -35,7 +36,7 @@ async def serve(settings: Settings) -> None:
     runtime = Runtime(settings)
     async with runtime:
         check = _server(
-            create_check_app(runtime, DecisionLog()),
+            create_check_app(Checker(runtime, DecisionLog())),
             settings.server.check.host,
             settings.server.check.port,
             settings.log_level,

@@ -7,16 +7,11 @@ pipeline and renders the Decision. It holds no authorization logic.
 
 from __future__ import annotations
 
-import time
-
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from app.decision import Decision
-from app.pipeline import authorize, new_decision_id
+from app.check import Checker
 from app.request import RequestContext, make_context
-from app.state import Runtime
-from app.telemetry.decision_log import DecisionLog
 from app.transport.render import render
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
@@ -39,21 +34,15 @@ def to_context(request: Request, path_prefix: str) -> RequestContext:
     )
 
 
-def create_check_app(runtime: Runtime, decision_log: DecisionLog) -> FastAPI:
+def create_check_app(checker: Checker) -> FastAPI:
     app = FastAPI(title="ztauthz check", openapi_url=None, docs_url=None, redoc_url=None)
+    runtime = checker.runtime
     prefix = runtime.state.settings.server.check.path_prefix
 
     @app.api_route("/{_path:path}", methods=ALL_METHODS, include_in_schema=False)
     async def check(request: Request) -> Response:
-        started = time.perf_counter()
-        state = runtime.state
-        ctx = to_context(request, prefix)
-        decision: Decision | None = None
-        try:
-            decision = await authorize(ctx, state, runtime.now(), new_decision_id())
-            rendered = render(decision, state.settings.response)
-            return Response(rendered.body, rendered.status, rendered.headers)
-        finally:
-            decision_log.record(ctx, decision, time.perf_counter() - started)
+        decision = await checker.check(to_context(request, prefix))
+        rendered = render(decision, runtime.state.settings.response)
+        return Response(rendered.body, rendered.status, rendered.headers)
 
     return app
