@@ -1,7 +1,8 @@
 """One check, end to end, for every transport: the pipeline plus its telemetry.
 
-Transports build a RequestContext, call ``Checker.check`` and render the Decision. Telemetry is
-written in a ``finally``, so no decision goes unrecorded, whichever transport asked.
+Transports build a RequestContext, call ``Checker.check`` and render the Decision. Telemetry
+(the ``ztauthz.check`` span, one decision-log line, the counters) is written in a ``finally``,
+so no decision goes unrecorded, whichever transport asked.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from app.telemetry.decision_log import DecisionLog
 
 
 class Checker:
-    def __init__(self, runtime: Runtime, decision_log: DecisionLog) -> None:
+    def __init__(self, runtime: Runtime, decision_log: DecisionLog | None = None) -> None:
+        """``decision_log`` replaces the runtime's own for this checker's lines (tests)."""
         self._runtime = runtime
-        self._log = decision_log
+        self._telemetry = runtime.telemetry
+        self._log = decision_log if decision_log is not None else runtime.telemetry.decision_log
 
     @property
     def runtime(self) -> Runtime:
@@ -27,11 +30,16 @@ class Checker:
     async def check(self, ctx: RequestContext) -> Decision:
         """Decide ``ctx`` with the current state; never raises (the pipeline fails closed)."""
         started = time.perf_counter()
+        now = self._runtime.now()
+        decision_id = new_decision_id()
+        telemetry = self._telemetry
+        scope = telemetry.begin_check(ctx, decision_id)
         decision: Decision | None = None
         try:
             decision = await authorize(
-                ctx, self._runtime.state, self._runtime.now(), new_decision_id()
+                ctx, self._runtime.state, now, decision_id, telemetry.tracing.steps
             )
             return decision
         finally:
-            self._log.record(ctx, decision, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            telemetry.end_check(scope, ctx, decision, elapsed, now, self._log)

@@ -1,15 +1,16 @@
-"""The ``ztauthz`` command line: serve | policy check | dev ..."""
+"""The ``ztauthz`` command line: serve | policy check | policy test | explain | dev ..."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from app import __version__
+from app.cli_policy import add_policy_commands
+from app.injector.cli import add_injector_command
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -20,39 +21,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.main import serve
     from app.policy.loader import PolicyLoadError
     from app.settings import ConfigError, load_settings
+    from app.telemetry.logging import configure_logging
 
     try:
         settings = load_settings(Path(args.config))
     except ConfigError as exc:
         print(f"ztauthz: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)  # JSON lines on stderr; decisions go to stdout
     try:
         asyncio.run(serve(settings))
+    except ConfigError as exc:  # found while building telemetry (OTEL_*, subject hash key)
+        print(f"ztauthz: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except PolicyLoadError as exc:
         problems = "\n".join(str(p) for p in exc.problems)
         print(f"ztauthz: invalid policies:\n{problems}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
-    return EXIT_OK
-
-
-def _cmd_policy_check(args: argparse.Namespace) -> int:
-    from app.policy.loader import check_policy_dir
-
-    problems = check_policy_dir(Path(args.dir))
-    for problem in problems:
-        print(problem)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        print(f"{len(errors)} error(s) in {args.dir}", file=sys.stderr)
-        return EXIT_INVALID
-    print(f"{args.dir}: ok", file=sys.stderr)
     return EXIT_OK
 
 
@@ -69,9 +56,8 @@ def build_parser(with_dev: bool) -> argparse.ArgumentParser:
 
     policy = sub.add_parser("policy", help="policy tooling")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate a policy directory")
-    check.add_argument("dir", help="policy directory")
-    check.set_defaults(func=_cmd_policy_check)
+    add_policy_commands(policy_sub, sub)  # policy check | policy test, and explain
+    add_injector_command(sub)  # the Kubernetes sidecar injection webhook
 
     if with_dev:
         # Imported only for `ztauthz dev ...`: the dev issuer is never reachable from `serve`.

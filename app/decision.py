@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.identity.principal import Principal
+from app.policy.model import StepUp
 from app.reasons import Reason, status_of
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What would have been decided with every dry-run policy enforced: logged, never applied."""
+
+    allow: bool
+    reason: Reason
+    rule_id: str | None = None
+    policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +28,10 @@ class Decision:
     rule_id: str | None = None
     policy: str | None = None
     principal: Principal | None = None
+    grants: tuple[str, ...] = ()  # names of the access grants the decision relied on
+    dry_run: DryRun | None = None  # set when some policy runs in dry-run mode
+    candidate: DryRun | None = None  # what the candidate policy directory would have decided
+    step_up: StepUp | None = None  # the RFC 9470 challenge's parameters (step-up authentication)
 
     @property
     def status(self) -> int:

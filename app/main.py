@@ -1,51 +1,120 @@
-"""Assembling and running the service: runtime state, the check and admin apps, two listeners."""
+"""Assembling and running the service: runtime state, the check listeners (HTTP ext_authz
+and/or gRPC ext_authz) and the admin listener, in one event loop, stopped together."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import signal
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from app.check import Checker
+from app.reload import reloading
 from app.settings import Settings
 from app.state import Runtime
-from app.telemetry.decision_log import DecisionLog
+from app.telemetry.hub import Telemetry
+from app.telemetry.tracing import Tracing
 from app.transport.admin import create_admin_app
+from app.transport.grpc import GrpcServer
 from app.transport.http import create_check_app
 
 log = logging.getLogger("ztauthz")
 
 
-def _server(app: object, host: str, port: int, log_level: str) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn without signal handlers of its own: ``serve`` stops every listener together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: object, host: str, port: int, log_level: str, grace: float) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,  # access logs would carry query strings; decisions are logged instead
+        log_config=None,  # logging is configured once, as JSON (app/telemetry/logging.py)
         server_header=False,
         date_header=False,
         lifespan="off",
+        timeout_graceful_shutdown=math.ceil(grace),
     )
-    return uvicorn.Server(config)
+    return _Server(config)
+
+
+@contextlib.contextmanager
+def _on_signals(handler: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: the caller stops the servers itself
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens."""
-    runtime = Runtime(settings)
+    """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens.
+
+    On the first signal every listener stops accepting, gRPC health turns NOT_SERVING, and
+    in-flight checks get ``server.shutdown_grace`` to finish; a second signal stops at once.
+    """
+    tracing = Tracing.from_env()  # OTEL_* only; off (nothing exported) when unconfigured
+    tracing.install_propagator()
+    runtime = Runtime(settings, telemetry=Telemetry.create(settings, tracing=tracing))
     async with runtime:
-        check = _server(
-            create_check_app(Checker(runtime, DecisionLog())),
-            settings.server.check.host,
-            settings.server.check.port,
-            settings.log_level,
+        checker = Checker(runtime)
+        grace = settings.server.shutdown_grace.total_seconds()
+        servers = [
+            _server(
+                create_admin_app(runtime),
+                settings.server.admin.host,
+                settings.server.admin.port,
+                settings.log_level,
+                grace,
+            )
+        ]
+        if settings.server.check.enabled:
+            check = create_check_app(checker)
+            runtime.telemetry.tracing.instrument(check)
+            listener = settings.server.check
+            servers.append(_server(check, listener.host, listener.port, settings.log_level, grace))
+        grpc_server = (
+            GrpcServer(checker, settings.server.grpc) if settings.server.grpc.enabled else None
         )
-        admin = _server(
-            create_admin_app(runtime),
-            settings.server.admin.host,
-            settings.server.admin.port,
-            settings.log_level,
-        )
-        log.info("ztauthz serving")
-        await asyncio.gather(check.serve(), admin.serve())
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            for server in servers:
+                server.force_exit = stopping.is_set()  # the second signal: no more grace
+                server.should_exit = True
+            stopping.set()
+
+        async def grpc_until_stopped() -> None:
+            if grpc_server is not None:
+                await stopping.wait()
+                await grpc_server.stop(0 if servers[0].force_exit else grace)
+
+        with _on_signals(stop), reloading(runtime, runtime.telemetry.events.emit):
+            try:
+                if grpc_server is not None:
+                    await grpc_server.start()
+                log.info("ztauthz serving")
+                await asyncio.gather(*(s.serve() for s in servers), grpc_until_stopped())
+            finally:
+                stop()
+                if grpc_server is not None:
+                    await grpc_server.stop(0)

@@ -13,11 +13,13 @@ from app.decision import Decision
 from app.identity.errors import TokenError
 from app.identity.extract import extract_token
 from app.identity.principal import Principal
-from app.policy.evaluate import PolicyInput, evaluate
+from app.policy.decide import policy_decision
+from app.policy.evaluate import PolicyInput
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason
 from app.request import RequestContext
 from app.state import RuntimeState
+from app.telemetry.tracing import EVALUATE_SPAN, NO_STEPS, VERIFY_SPAN, Steps
 
 log = logging.getLogger("ztauthz.pipeline")
 
@@ -27,37 +29,40 @@ def new_decision_id() -> str:
 
 
 async def authorize(
-    ctx: RequestContext, state: RuntimeState, now: float, decision_id: str
+    ctx: RequestContext,
+    state: RuntimeState,
+    now: float,
+    decision_id: str,
+    steps: Steps = NO_STEPS,
 ) -> Decision:
-    """Decide one request. Never raises."""
+    """Decide one request. Never raises. ``steps`` opens a child span per step (tracing)."""
     version = state.policies.version
     principal: Principal | None = None
     try:
         try:
             request = PolicyInput(
-                method=ctx.method, host=normalize_host(ctx.host), path=normalize_path(ctx.path)
+                method=ctx.method,
+                host=normalize_host(ctx.host),
+                path=normalize_path(ctx.path),
+                headers=ctx.headers,
             )
         except (PathRejected, ValueError):
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
-        try:
-            token = extract_token(ctx.headers, state.settings.token.cookie)
-            if token is not None:
-                principal = await state.verifier.verify(token, now)
-        except TokenError as exc:
-            # An invalid token is refused even on anonymous routes: presenting bad credentials
-            # is never silently downgraded to "no credentials".
-            log.info("token refused: %s", exc.reason.value)
-            return Decision(False, exc.reason, decision_id, version)
-        verdict = evaluate(state.policies, request, principal, now)
-        return Decision(
-            allow=verdict.allow,
-            reason=verdict.reason,
-            decision_id=decision_id,
-            policy_version=version,
-            rule_id=verdict.rule_id,
-            policy=verdict.policy,
-            principal=principal,
-        )
+        with steps.span(VERIFY_SPAN) as span:
+            try:
+                token = extract_token(ctx.headers, state.settings.token.cookie)
+                if token is not None:
+                    principal = await state.verifier.verify(token, now)
+            except TokenError as exc:
+                # An invalid token is refused even on anonymous routes: presenting bad
+                # credentials is never silently downgraded to "no credentials".
+                span.set_attribute("ztauthz.reason", exc.reason.value)
+                log.info("token refused: %s", exc.reason.value)
+                return Decision(False, exc.reason, decision_id, version)
+        with steps.span(EVALUATE_SPAN):
+            return policy_decision(
+                state.policies, state.candidate, request, principal, now, decision_id
+            )
     except Exception:
         log.exception("check failed; denying (decision_id=%s)", decision_id)
         return Decision(False, Reason.INTERNAL_ERROR, decision_id, version, principal=principal)

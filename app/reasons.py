@@ -30,9 +30,16 @@ class Reason(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"
     TOKEN_LIFETIME_EXCEEDED = "token_lifetime_exceeded"
+    # 401 with an RFC 9470 step-up challenge: the identity is fine, its authentication too weak
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
     # 403: identity known (or explicitly not needed) but not permitted
     NO_MATCHING_RULE = "no_matching_rule"
     DENIED_BY_RULE = "denied_by_rule"
+    GRANT_REQUIRED = "grant_required"
+    GRANT_INACTIVE = "grant_inactive"
+    OUTSIDE_TIME_WINDOW = "outside_time_window"
+    CONDITION_NOT_MET = "condition_not_met"
+    CONDITION_ERROR = "condition_error"
     # 400: the request cannot be matched safely
     PATH_REJECTED = "path_rejected"
     # 503: ztauthz cannot decide; it fails closed
@@ -46,6 +53,12 @@ _STATUS: dict[Reason, int] = {
     Reason.ALLOWED_ANONYMOUS: 200,
     Reason.NO_MATCHING_RULE: 403,
     Reason.DENIED_BY_RULE: 403,
+    Reason.INSUFFICIENT_USER_AUTHENTICATION: 401,
+    Reason.GRANT_REQUIRED: 403,
+    Reason.GRANT_INACTIVE: 403,
+    Reason.OUTSIDE_TIME_WINDOW: 403,
+    Reason.CONDITION_NOT_MET: 403,
+    Reason.CONDITION_ERROR: 403,
     Reason.PATH_REJECTED: 400,
     Reason.KEYS_UNAVAILABLE: 503,
     Reason.NOT_READY: 503,
@@ -70,6 +83,12 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.TOKEN_LIFETIME_EXCEEDED: "the token lifetime exceeds the allowed maximum",
     Reason.NO_MATCHING_RULE: "no policy rule allows this request",
     Reason.DENIED_BY_RULE: "a policy rule denies this request",
+    Reason.INSUFFICIENT_USER_AUTHENTICATION: "a stronger or more recent authentication is required",
+    Reason.GRANT_REQUIRED: "this request needs an approved access grant",
+    Reason.GRANT_INACTIVE: "the access grant is not valid at this time",
+    Reason.OUTSIDE_TIME_WINDOW: "this request is not allowed at this time",
+    Reason.CONDITION_NOT_MET: "a policy condition does not hold for this request",
+    Reason.CONDITION_ERROR: "a policy condition could not be evaluated; the request is denied",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
     Reason.NOT_READY: "the authorization service is not ready",

@@ -41,6 +41,9 @@ class Listener(_Model):
 
 
 class CheckListener(Listener):
+    """Envoy's HTTP ext_authz (``http_service``). Disable it to serve gRPC only."""
+
+    enabled: bool = True
     port: int = Field(default=9000, ge=0, le=65535)
     path_prefix: str = "/check"
 
@@ -58,9 +61,39 @@ class AdminListener(Listener):
     port: int = Field(default=9100, ge=0, le=65535)
 
 
+class GrpcListener(Listener):
+    """Envoy's gRPC ext_authz (``envoy.service.auth.v3.Authorization``), beside or instead of
+    the HTTP check listener, on its own port."""
+
+    enabled: bool = False
+    port: int = Field(default=9001, ge=0, le=65535)
+    # A CheckRequest carries headers (Envoy caps them with max_request_headers_kb) and, with
+    # include_peer_certificate, the client certificate: far below this bound.
+    max_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+
+
 class Server(_Model):
     check: CheckListener = CheckListener()
     admin: AdminListener = AdminListener()
+    grpc: GrpcListener = GrpcListener()
+    # How long in-flight checks may finish after SIGTERM before the listeners close.
+    shutdown_grace: Duration = timedelta(seconds=5)
+
+    @model_validator(mode="after")
+    def _listeners(self) -> Server:
+        if not (self.check.enabled or self.grpc.enabled):
+            raise ValueError("enable at least one check listener: server.check or server.grpc")
+        bound: list[tuple[str, Listener]] = [("check", self.check)] if self.check.enabled else []
+        bound.append(("admin", self.admin))
+        if self.grpc.enabled:
+            bound.append(("grpc", self.grpc))
+        seen: dict[tuple[str, int], str] = {}
+        for name, listener in bound:
+            key = (listener.host, listener.port)
+            if listener.port and key in seen:
+                raise ValueError(f"server.{name} and server.{seen[key]} use the same address")
+            seen[key] = name
+        return self
 
 
 class ClaimNames(_Model):
@@ -172,6 +205,64 @@ class Response(_Model):
     realm: str = "ztauthz"
 
 
+class DecisionLogSettings(_Model):
+    """The decision log: one JSON line per check on stdout, written off the request path."""
+
+    # Fraction of allow lines written (denials are always written); 0 keeps denials only.
+    allow_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Lines waiting for the writer; beyond this they are dropped and counted, never blocking.
+    queue_size: int = Field(default=10_000, ge=16, le=1_000_000)
+
+
+class TelemetrySettings(_Model):
+    """Decision log, and how subjects appear in logs and spans.
+
+    Tracing is configured with the standard ``OTEL_*`` environment variables instead.
+    Subjects are pseudonymized (HMAC-SHA256) when a key is named: the key itself is read from
+    the environment variable or file named here, never from this configuration.
+    """
+
+    decision_log: DecisionLogSettings = DecisionLogSettings()
+    subject_hash_key_env: str | None = Field(default=None, min_length=1)
+    subject_hash_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> TelemetrySettings:
+        if self.subject_hash_key_env is not None and self.subject_hash_key_file is not None:
+            raise ValueError("give subject_hash_key_env or subject_hash_key_file, not both")
+        return self
+
+
+class GrantSettings(_Model):
+    """Just-in-time grants (``kind: Grant`` files beside the policies)."""
+
+    # The longest a grant may last (expires - not_before); a longer grant fails to load.
+    max_duration: Duration = timedelta(hours=8)
+
+    @field_validator("max_duration")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=31):
+            raise ValueError("must be between 1m and 31d")
+        return value
+
+
+class ReloadSettings(_Model):
+    """Hot reload of the policy directory (and the candidate directory). SIGHUP always reloads;
+    ``watch`` also reloads when files change."""
+
+    watch: bool = True
+    # How often the directories are checked for changes (file names, sizes, modification times).
+    interval: Duration = timedelta(seconds=2)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if not timedelta(milliseconds=100) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 100ms and 1h")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ZTAUTHZ_",
@@ -183,8 +274,13 @@ class Settings(BaseSettings):
     server: Server = Server()
     issuers: list[Issuer] = Field(min_length=1)
     policies: Path = Path("policies")
+    # A second policy directory evaluated beside the live one: differences are logged only.
+    policies_candidate: Path | None = None
+    grants: GrantSettings = GrantSettings()
+    reload: ReloadSettings = ReloadSettings()
     token: Token = Token()
     response: Response = Response()
+    telemetry: TelemetrySettings = TelemetrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")
@@ -267,4 +363,7 @@ def load_settings(path: Path) -> Settings:
     if not settings.policies.is_absolute():
         # Relative policy paths are relative to the configuration file, not the cwd.
         settings = settings.model_copy(update={"policies": path.parent / settings.policies})
+    candidate = settings.policies_candidate
+    if candidate is not None and not candidate.is_absolute():
+        settings = settings.model_copy(update={"policies_candidate": path.parent / candidate})
     return settings

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -13,8 +15,10 @@ import httpx
 from app.identity.jwks import KeySource
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
-from app.policy.loader import load_policy_dir
+from app.policy.loader import LoadOptions, load_policy_dir
 from app.settings import Settings
+from app.telemetry.events import Event
+from app.telemetry.hub import Telemetry
 
 log = logging.getLogger("ztauthz.state")
 
@@ -26,25 +30,58 @@ class RuntimeState:
     settings: Settings
     verifier: TokenVerifier
     policies: CompiledPolicies
+    candidate: CompiledPolicies | None = None  # evaluated beside the live policies, not enforced
+
+
+def load_options(settings: Settings) -> LoadOptions:
+    return LoadOptions(grant_max_duration=settings.grants.max_duration.total_seconds())
 
 
 class Runtime:
     """Owns the long-lived resources (HTTP client, key caches) behind the current state."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._settings = settings
         self._clock = clock
+        # Metrics, traces, decision log, events; the runtime owns it (closed on exit).
+        self.telemetry = telemetry if telemetry is not None else Telemetry.create(settings)
         # Loading policies first: an invalid policy directory stops the start (PolicyLoadError).
-        self._policies = load_policy_dir(settings.policies)
+        self._policies = load_policy_dir(settings.policies, load_options(settings))
+        candidate = settings.policies_candidate
+        self._candidate = (
+            None if candidate is None else load_policy_dir(candidate, load_options(settings))
+        )
+        self._swap_lock = threading.Lock()
+        # Readiness detail about policy reloads (app/reload.py keeps it current).
+        self.reload_status: Mapping[str, object] = {"enabled": False}
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._sources: dict[str, KeySource] = dict(
-            build_key_sources(settings.issuers, self._client, clock)
+            build_key_sources(
+                settings.issuers, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
+            )
         )
         self.state = RuntimeState(
             settings=settings,
             verifier=TokenVerifier(settings.issuers, self._sources, settings.token.max_bytes),
             policies=self._policies,
+            candidate=self._candidate,
         )
+        self.telemetry.watch(lambda: self.state.policies, clock)
+
+    def replace_policies(
+        self, policies: CompiledPolicies, candidate: CompiledPolicies | None
+    ) -> RuntimeState:
+        """Swap in new compiled policies: one reference assignment, so every check sees either
+        the old or the new state, never a mix and never none."""
+        with self._swap_lock:
+            self.state = dataclasses.replace(self.state, policies=policies, candidate=candidate)
+            return self.state
 
     def is_ready(self) -> bool:
         return self.state.verifier.is_ready(self._clock())
@@ -53,11 +90,14 @@ class Runtime:
         return self._clock()
 
     async def __aenter__(self) -> Runtime:
+        self.telemetry.start()
         for source in self._sources.values():
             await source.start()
-        log.info(
-            "runtime started",
-            extra={"policy_version": self._policies.version, "rules": self._policies.rule_count},
+        self.telemetry.events.emit(
+            Event.CONFIG_LOADED,
+            policy_version=self._policies.version,
+            rules=self._policies.rule_count,
+            issuers=len(self._settings.issuers),
         )
         return self
 
@@ -70,3 +110,4 @@ class Runtime:
         for source in self._sources.values():
             await source.aclose()
         await self._client.aclose()
+        self.telemetry.close()

@@ -1,9 +1,12 @@
-"""Run the shipped Envoy bootstrap (deploy/envoy/envoy.yaml) on other ports.
+"""Run the shipped Envoy bootstraps (deploy/envoy/envoy.yaml, envoy-grpc.yaml) on other ports.
 
 The demo stack and the integration tests run exactly the configuration we ship; only the
 addresses and ports of the listener, the admin interface and the two clusters are rewritten.
 Everything is found by name, and any change of shape in the shipped file is reported instead of
 being papered over, so the tests can never silently drift from what operators deploy.
+
+The one addition on request is TLS on the listener (``DownstreamTls``), which the shipped files
+leave to the deployment: the tests use it to run Envoy with required client certificates.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import copy
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 SHIPPED_ENVOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "envoy" / "envoy.yaml"
+SHIPPED_ENVOY_GRPC_CONFIG = SHIPPED_ENVOY_CONFIG.with_name("envoy-grpc.yaml")
+
+Transport = Literal["http", "grpc"]
+TRANSPORTS: tuple[Transport, ...] = ("http", "grpc")
 
 LISTENER = "ingress"
 AUTHZ_CLUSTER = "ztauthz"
@@ -36,6 +44,62 @@ class EnvoyNotFound(FileNotFoundError):
 
 class EnvoyValidationError(RuntimeError):
     """``envoy --mode validate`` refused the configuration (or warned about it)."""
+
+
+def shipped_envoy_config(transport: Transport) -> Path:
+    """The shipped bootstrap for ``transport``: HTTP ext_authz or gRPC ext_authz."""
+    return SHIPPED_ENVOY_GRPC_CONFIG if transport == "grpc" else SHIPPED_ENVOY_CONFIG
+
+
+def transport_env(transport: Transport, port: int) -> dict[str, str]:
+    """ZTAUTHZ_* settings making ``ztauthz serve`` check over ``transport`` alone, on ``port``.
+
+    With ``start_stack(..., envoy_template=shipped_envoy_config(t), env={**env,
+    **transport_env(t, ports.check)})`` the same stack (and any benchmark built on it) runs over
+    either transport: for gRPC the HTTP check listener is off and the gRPC one takes its port.
+    """
+    if transport == "http":
+        return {}
+    return {
+        "ZTAUTHZ_SERVER__CHECK__ENABLED": "false",
+        "ZTAUTHZ_SERVER__GRPC__ENABLED": "true",
+        "ZTAUTHZ_SERVER__GRPC__PORT": str(port),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamTls:
+    """TLS for the listener: Envoy's certificate and key, and (for mTLS) the CA whose client
+    certificates it requires."""
+
+    certificate_chain: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+    def transport_socket(self) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(self.certificate_chain)},
+                        "private_key": {"filename": str(self.private_key)},
+                    }
+                ],
+            }
+        }
+        if self.client_ca is not None:
+            context["common_tls_context"]["validation_context"] = {
+                "trusted_ca": {"filename": str(self.client_ca)}
+            }
+            context["require_client_certificate"] = True
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                **context,
+            },
+        }
 
 
 def _get(node: Any, key: str | int, where: str) -> Any:
@@ -77,11 +141,16 @@ def _set_cluster(clusters: Any, name: str, host: str, port: int) -> None:
     _set_socket(address, host, port, f"cluster {name!r}")
 
 
-def _ext_authz(listener: dict[str, Any]) -> dict[str, Any]:
+def _filter_chain(listener: dict[str, Any]) -> dict[str, Any]:
     chains = _get(listener, "filter_chains", "listener filter_chains")
-    if not isinstance(chains, list) or len(chains) != 1:
+    if not isinstance(chains, list) or len(chains) != 1 or not isinstance(chains[0], dict):
         raise EnvoyConfigError("shipped Envoy config changed shape: expected one filter chain")
-    hcm = _one(_get(chains[0], "filters", "network filters"), _HCM, "network filter")
+    chain: dict[str, Any] = chains[0]
+    return chain
+
+
+def _ext_authz(listener: dict[str, Any]) -> dict[str, Any]:
+    hcm = _one(_get(_filter_chain(listener), "filters", "network filters"), _HCM, "network filter")
     filters = _get(_get(hcm, "typed_config", "HCM typed_config"), "http_filters", "http_filters")
     config = _get(_one(filters, _EXT_AUTHZ, "http filter"), "typed_config", "ext_authz config")
     if not isinstance(config, dict):
@@ -107,8 +176,13 @@ def render_envoy_config(
     upstream_host: str = "127.0.0.1",
     listen_host: str = "127.0.0.1",
     admin_host: str = "127.0.0.1",
+    tls: DownstreamTls | None = None,
 ) -> dict[str, Any]:
-    """The shipped bootstrap with only addresses and ports replaced."""
+    """The shipped bootstrap with only addresses and ports replaced (and TLS if given).
+
+    Either shipped shape is accepted: ext_authz with ``http_service`` (its ``server_uri`` is
+    rewritten too) or with ``grpc_service`` (``envoy_grpc`` naming the ztauthz cluster).
+    """
     config = copy.deepcopy(load_envoy_template(template))
     admin = _get(config, "admin", "admin")
     _set_socket(_get(admin, "address", "admin address"), admin_host, admin_port, "admin")
@@ -120,13 +194,22 @@ def render_envoy_config(
     _set_cluster(clusters, AUTHZ_CLUSTER, authz_host, authz_port)
     _set_cluster(clusters, UPSTREAM_CLUSTER, upstream_host, upstream_port)
 
-    http_service = _get(_ext_authz(listener), "http_service", "ext_authz http_service")
-    server_uri = _get(http_service, "server_uri", "ext_authz server_uri")
-    if _get(server_uri, "cluster", "ext_authz server_uri.cluster") != AUTHZ_CLUSTER:
+    ext_authz = _ext_authz(listener)
+    if "grpc_service" in ext_authz:
+        grpc_service = _get(ext_authz, "grpc_service", "ext_authz grpc_service")
+        envoy_grpc = _get(grpc_service, "envoy_grpc", "ext_authz grpc_service.envoy_grpc")
+        cluster = _get(envoy_grpc, "cluster_name", "ext_authz envoy_grpc.cluster_name")
+    else:
+        http_service = _get(ext_authz, "http_service", "ext_authz http_service or grpc_service")
+        server_uri = _get(http_service, "server_uri", "ext_authz server_uri")
+        cluster = _get(server_uri, "cluster", "ext_authz server_uri.cluster")
+        server_uri["uri"] = f"http://{authz_host}:{authz_port}"
+    if cluster != AUTHZ_CLUSTER:
         raise EnvoyConfigError(
             f"shipped Envoy config changed shape: ext_authz must use cluster {AUTHZ_CLUSTER!r}"
         )
-    server_uri["uri"] = f"http://{authz_host}:{authz_port}"
+    if tls is not None:
+        _filter_chain(listener)["transport_socket"] = tls.transport_socket()
     return config
 
 
@@ -140,6 +223,7 @@ def write_envoy_config(
     upstream_port: int,
     authz_host: str = "127.0.0.1",
     upstream_host: str = "127.0.0.1",
+    tls: DownstreamTls | None = None,
 ) -> Path:
     """Render the shipped bootstrap for these ports into ``destination`` and return it."""
     config = render_envoy_config(
@@ -150,10 +234,12 @@ def write_envoy_config(
         upstream_port=upstream_port,
         authz_host=authz_host,
         upstream_host=upstream_host,
+        tls=tls,
     )
+    what = "ports and TLS" if tls is not None else "ports only"
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(
-        "# Rendered from deploy/envoy/envoy.yaml by app/dev/envoy.py (ports only).\n"
+        f"# Rendered from deploy/envoy/{template.name} by app/dev/envoy.py ({what}).\n"
         + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",
     )

@@ -176,6 +176,22 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """One finished JWKS fetch, as told to the cache's ``on_refresh`` observer (telemetry)."""
+
+    issuer: str
+    ok: bool
+    at: float  # the cache's clock
+    kids: frozenset[str]  # key ids in use after the fetch (the old ones when it failed)
+    previous_kids: frozenset[str] | None  # before the fetch; None when no keys were loaded
+    error: str | None = None  # what failed, for operators (never key material)
+    consecutive_failures: int = 0
+
+
+RefreshObserver = Callable[[RefreshOutcome], None]
+
+
 def _kid_of(jwk: Any) -> Any:
     return jwk.get("kid") if isinstance(jwk, dict) else None
 
@@ -197,8 +213,10 @@ class JwksCache:
         clock: Callable[[], float],
         *,
         retry_base: float = 1.0,
+        on_refresh: RefreshObserver | None = None,
     ) -> None:
         self.issuer = issuer
+        self._on_refresh = on_refresh
         self._client = client
         self._clock = clock
         self._retry_base = retry_base
@@ -307,10 +325,12 @@ class JwksCache:
         finally:
             self._inflight = None
         self._jwks_uri = uri
+        previous = self._keys
         self._keys = keys
         self.last_success_at = self._clock()
         self.last_error = None
         self.consecutive_failures = 0
+        self._notify(True, previous, self.last_success_at)
         logger.info("loaded %d signing key(s) for %s from %s", keys.size, self._name, safe_url(uri))
         return True
 
@@ -323,6 +343,27 @@ class JwksCache:
         if self._keys is not None:
             kept = f"keeping {self._keys.size} last-known-good key(s)"
         logger.warning("JWKS fetch for %s failed: %s; %s", self._name, message, kept)
+        self._notify(False, self._keys, self._clock(), message)
+
+    def _notify(
+        self, ok: bool, previous: KeySet | None, at: float, error: str | None = None
+    ) -> None:
+        if self._on_refresh is None:
+            return
+        current = self._keys
+        outcome = RefreshOutcome(
+            issuer=self.issuer.issuer,
+            ok=ok,
+            at=at,
+            kids=current.kids if current is not None else frozenset(),
+            previous_kids=previous.kids if previous is not None else None,
+            error=error,
+            consecutive_failures=self.consecutive_failures,
+        )
+        try:
+            self._on_refresh(outcome)
+        except Exception:
+            logger.exception("JWKS refresh observer failed for %s", self._name)
 
     async def _run(self) -> None:
         while True:

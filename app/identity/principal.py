@@ -19,3 +19,8 @@ class Principal:
     claims: Mapping[str, Any]  # read-only view of the verified payload
     token_id: str | None = None
     client_id: str | None = None
+    # Authentication strength (OIDC Core §2): context class, methods, and when the user
+    # authenticated (epoch seconds). Policies with ``auth:`` conditions read them (step-up).
+    acr: str | None = None
+    amr: frozenset[str] = frozenset()
+    auth_time: int | None = None

@@ -20,6 +20,7 @@ so the pipeline reports it as internal_error instead of disguising it as a bad t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -31,7 +32,7 @@ from jwt.types import Options
 
 from app.identity.claims import read_audience, read_groups, read_scopes, validate_claims
 from app.identity.errors import TokenError
-from app.identity.jwks import JwksCache, KeySource
+from app.identity.jwks import JwksCache, KeySource, RefreshObserver
 from app.identity.principal import Principal
 from app.reasons import Reason
 from app.settings import Issuer
@@ -158,23 +159,64 @@ def _check_header(header: Mapping[str, Any], issuer: Issuer) -> str:
 
 
 def _principal(payload: dict[str, Any], issuer: Issuer) -> Principal:
+    return principal_from_claims(payload, issuer.issuer, issuer.claims.groups, issuer.claims.scopes)
+
+
+def principal_from_claims(
+    payload: Mapping[str, Any], issuer: str, groups_claim: str, scopes_claim: str
+) -> Principal:
+    """The Principal for claims that are already verified (or, in ``ztauthz policy test`` and
+    ``explain``, given as claims). Raises TokenError for claims of the wrong type."""
     client_id = payload.get("client_id")
+    acr, amr, auth_time = read_auth_strength(payload)
     return Principal(
-        issuer=issuer.issuer,
+        issuer=issuer,
         subject=payload["sub"],
-        groups=read_groups(payload, issuer.claims.groups),
-        scopes=read_scopes(payload, issuer.claims.scopes),
+        groups=read_groups(payload, groups_claim),
+        scopes=read_scopes(payload, scopes_claim),
         audience=read_audience(payload),
         expires_at=int(payload["exp"]),
         issued_at=int(payload["iat"]),
-        claims=MappingProxyType(payload),
+        claims=MappingProxyType(dict(payload)),
         token_id=payload.get("jti"),
         client_id=client_id if client_id is not None else payload.get("azp"),
+        acr=acr,
+        amr=amr,
+        auth_time=auth_time,
     )
 
 
+def read_auth_strength(
+    payload: Mapping[str, Any],
+) -> tuple[str | None, frozenset[str], int | None]:
+    """``acr`` (a string), ``amr`` (a list of strings) and ``auth_time`` (a finite number of
+    epoch seconds), each optional; a claim of the wrong type refuses the token."""
+    acr = payload.get("acr")
+    if acr is not None and not isinstance(acr, str):
+        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "acr is not a string")
+    amr = payload.get("amr")
+    if amr is not None and not (isinstance(amr, list) and all(isinstance(m, str) for m in amr)):
+        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "amr is not a list of strings")
+    auth_time = payload.get("auth_time")
+    if auth_time is None:
+        return acr, frozenset(amr or ()), None
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "auth_time is not a number")
+    if not -_MAX_EPOCH < auth_time < _MAX_EPOCH or math.isnan(auth_time):
+        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "auth_time is out of range")
+    return acr, frozenset(amr or ()), int(auth_time)
+
+
+_MAX_EPOCH = 2**53  # beyond this a number of seconds is no date (and NaN/Infinity are refused)
+
+
 def build_key_sources(
-    issuers: Sequence[Issuer], client: httpx.AsyncClient, clock: Callable[[], float]
+    issuers: Sequence[Issuer],
+    client: httpx.AsyncClient,
+    clock: Callable[[], float],
+    on_refresh: RefreshObserver | None = None,
 ) -> dict[str, JwksCache]:
     """One JwksCache per configured issuer, keyed by the issuer identifier."""
-    return {issuer.issuer: JwksCache(issuer, client, clock) for issuer in issuers}
+    return {
+        issuer.issuer: JwksCache(issuer, client, clock, on_refresh=on_refresh) for issuer in issuers
+    }

@@ -2,7 +2,10 @@
 
 ``loader`` turns files into ``CompiledPolicies`` (or file:line problems), ``index`` finds the
 rules that can match a request, ``evaluate`` decides, and ``normalize`` makes the request's path
-and host safe to match.
+and host safe to match. The conditions beyond subject live in ``timewindow``, ``grants``
+(just-in-time grants), ``cel`` (``when:`` expressions) and ``evaluate.auth_holds`` (step-up);
+``decide`` adds the dry-run and candidate shadows (``dryrun``) to the enforced verdict.
+Tooling: ``lint`` (``policy check``), ``testing`` (``policy test``), ``explain``.
 """
 
 from __future__ import annotations

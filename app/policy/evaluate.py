@@ -1,35 +1,59 @@
-"""Policy evaluation: a pure function of the compiled policies, the request and the principal.
+"""Policy evaluation: a pure function of the compiled policies, the request, the principal and
+the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
 
 - Default deny.
-- A matching deny rule beats every allow (``denied_by_rule``). A deny rule with subject
-  conditions applies only to a principal that satisfies them; one without applies to everyone,
-  anonymous requests included.
-- With a principal, the first matching allow rule whose subject conditions hold (an
-  ``anonymous`` rule always holds) allows (``allowed``); otherwise ``no_matching_rule``.
-- Without a principal, only ``anonymous`` allow rules can allow (``allowed_anonymous``);
-  otherwise ``token_missing``, so the client is asked to authenticate.
-- "First" is the rules' global order (file, document, rule), so results are deterministic.
+- Only the rules whose host, method and path match are looked at (from the index), in their
+  global order (file, document, rule), so results are deterministic.
+- A rule *applies* when all of its conditions hold, checked in this order: subject (with the
+  groups and scopes of active grants added), ``time_window``, ``grant``, ``when`` (CEL),
+  ``auth`` (step-up). ``anonymous`` allow rules have no subject, grant or auth condition.
+- A deny rule that applies beats every allow (``denied_by_rule``). A deny rule without subject
+  applies to everyone, anonymous requests included. A deny rule whose ``when`` fails to
+  evaluate denies too (``condition_error``): errors fail closed.
+- With a principal, the first allow rule that applies allows (``allowed``); without one, only
+  ``anonymous`` allow rules can allow (``allowed_anonymous``).
+- When nothing allows, the answer explains the nearest miss among the allow rules whose subject
+  held, most useful first: ``condition_error`` (a ``when`` failed to evaluate),
+  ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
+  ``grant_inactive`` (the principal has that grant, but not now), ``grant_required``,
+  ``outside_time_window``, ``condition_not_met``; otherwise ``no_matching_rule``, or
+  ``token_missing`` without a principal (so the client is asked to authenticate).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from cel.cel import Context
+
 from app.identity.principal import Principal
-from app.policy.index import CompiledPolicies
-from app.policy.model import ClaimCondition, Rule, Scalar, Subject
+from app.policy.cel import CelEvalError, build_context, evaluate_condition, principal_variables
+from app.policy.grants import Elevation, GrantIndex
+from app.policy.index import CompiledPolicies, RuleIndex
+from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, StepUp, Subject
+from app.policy.timewindow import within
 from app.reasons import Reason
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
-    """The request as policies see it; every field is already normalized."""
+    """The request as policies see it; method, host and path are already normalized.
+
+    ``headers`` (lower-case names) and the evidence maps are read only by CEL conditions.
+    """
 
     method: str
     host: str
     path: str
+    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    device: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    location: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    workload: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +62,21 @@ class Verdict:
     reason: Reason
     rule_id: str | None
     policy: str | None
+    grants: tuple[str, ...] = ()  # the grants this decision was made through
+    step_up: StepUp | None = None  # set with insufficient_user_authentication
+    # For logs only (e.g. a CEL error message); never sent to clients, not part of equality.
+    detail: str | None = field(default=None, compare=False)
 
+
+# The nearest-miss reasons of allow rules, most useful first.
+_MISS_PRIORITY: tuple[Reason, ...] = (
+    Reason.CONDITION_ERROR,
+    Reason.INSUFFICIENT_USER_AUTHENTICATION,
+    Reason.GRANT_INACTIVE,
+    Reason.GRANT_REQUIRED,
+    Reason.OUTSIDE_TIME_WINDOW,
+    Reason.CONDITION_NOT_MET,
+)
 
 _MISSING = object()
 
@@ -76,45 +114,214 @@ def claim_holds(condition: ClaimCondition, claims: Mapping[str, Any]) -> bool:
     return any(_same_scalar(item, want) for item in items for want in condition.values)
 
 
-def subject_holds(subject: Subject, principal: Principal) -> bool:
-    """Every condition the subject sets holds for the principal."""
+def subject_holds(
+    subject: Subject,
+    principal: Principal,
+    groups: frozenset[str] | None = None,
+    scopes: frozenset[str] | None = None,
+) -> bool:
+    """Every condition the subject sets holds for the principal (whose groups and scopes may
+    be widened by active grants)."""
+    groups = principal.groups if groups is None else groups
+    scopes = principal.scopes if scopes is None else scopes
     checks = (
         subject.issuers_any is None or principal.issuer in subject.issuers_any,
         subject.subjects_any is None or principal.subject in subject.subjects_any,
-        subject.groups_any is None or not subject.groups_any.isdisjoint(principal.groups),
-        subject.groups_all is None or subject.groups_all <= principal.groups,
-        subject.scopes_any is None or not subject.scopes_any.isdisjoint(principal.scopes),
-        subject.scopes_all is None or subject.scopes_all <= principal.scopes,
+        subject.groups_any is None or not subject.groups_any.isdisjoint(groups),
+        subject.groups_all is None or subject.groups_all <= groups,
+        subject.scopes_any is None or not subject.scopes_any.isdisjoint(scopes),
+        subject.scopes_all is None or subject.scopes_all <= scopes,
     )
     return all(checks) and all(claim_holds(c, principal.claims) for c in subject.claims)
 
 
-def _applies(rule: Rule, principal: Principal | None) -> bool:
-    """Does a rule that matched the request apply to this principal (or to no principal)?"""
-    if rule.anonymous:
+def auth_holds(auth: AuthRequirement, principal: Principal, now: float) -> bool:
+    """Is the authentication strong enough (``acr``, ``amr``) and recent enough (``auth_time``)?"""
+    if auth.acr_any is not None and principal.acr not in auth.acr_any:
+        return False
+    if auth.amr_all is not None and not auth.amr_all <= principal.amr:
+        return False
+    if auth.max_age is None:
         return True
-    if rule.subject is None:
-        # An allow rule without subject needs some principal; a deny rule hits everyone.
-        return rule.effect == "deny" or principal is not None
-    return principal is not None and subject_holds(rule.subject, principal)
+    return principal.auth_time is not None and now - principal.auth_time <= auth.max_age
+
+
+def step_up_for(auth: AuthRequirement) -> StepUp:
+    return StepUp(acr_values=auth.acr_any or (), max_age=auth.max_age)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Whether one matching rule applies, and if not, why (``None``: its subject did not hold)."""
+
+    applies: bool
+    miss: Reason | None = None
+    grants: tuple[str, ...] = ()
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class Scope:
+    """One request's evaluation inputs, with the expensive parts computed at most once."""
+
+    request: PolicyInput
+    principal: Principal | None
+    now: float
+    grant_index: GrantIndex
+    _elevation: Elevation | None = None
+    _context: Context | None = field(default=None, repr=False)
+    _context_error: str | None = None
+
+    @property
+    def elevation(self) -> Elevation | None:
+        if self.principal is None:
+            return None
+        if self._elevation is None:
+            self._elevation = self.grant_index.elevation(self.principal, self.now)
+        return self._elevation
+
+    def context(self) -> Context:
+        if self._context_error is not None:
+            raise CelEvalError(self._context_error)
+        if self._context is None:
+            subject = None
+            elevation = self.elevation
+            if self.principal is not None and elevation is not None:
+                subject = principal_variables(
+                    self.principal, elevation.groups, elevation.scopes, elevation.names
+                )
+            request = self.request
+            try:
+                self._context = build_context(
+                    method=request.method,
+                    host=request.host,
+                    path=request.path,
+                    headers=request.headers,
+                    subject=subject,
+                    evidence={
+                        "device": request.device,
+                        "location": request.location,
+                        "workload": request.workload,
+                    },
+                    now=self.now,
+                )
+            except CelEvalError as exc:
+                self._context_error = str(exc)
+                raise
+        return self._context
+
+
+_APPLIES = Outcome(True)
+_DOES_NOT_APPLY = Outcome(False)
+_MISSES = {reason: Outcome(False, reason) for reason in _MISS_PRIORITY}
+
+
+def check_rule(rule: Rule, scope: Scope) -> Outcome:
+    """Does a rule that matched the request's host, method and path apply?"""
+    principal = scope.principal
+    used: tuple[str, ...] = ()
+    if not rule.anonymous:
+        if principal is None:
+            # An allow rule needs some principal; a deny rule without subject hits everyone.
+            if rule.effect == "allow" or rule.subject is not None:
+                return _DOES_NOT_APPLY
+        elif rule.subject is not None and not scope.grant_index.grants:
+            if not subject_holds(rule.subject, principal):  # no grants: the fast path
+                return _DOES_NOT_APPLY
+        elif rule.subject is not None:
+            elevation = scope.elevation
+            assert elevation is not None
+            if not subject_holds(rule.subject, principal, elevation.groups, elevation.scopes):
+                return _DOES_NOT_APPLY
+            if elevation.active and not subject_holds(rule.subject, principal):
+                # It holds only thanks to granted groups or scopes: name those grants.
+                subject = rule.subject
+                used = elevation.adding(
+                    (subject.groups_any or frozenset()) | (subject.groups_all or frozenset()),
+                    (subject.scopes_any or frozenset()) | (subject.scopes_all or frozenset()),
+                )
+    if rule.time_window is None and rule.grant is None and rule.when is None and rule.auth is None:
+        return _APPLIES if not used else Outcome(True, grants=tuple(dict.fromkeys(used)))
+    if rule.time_window is not None and not within(rule.time_window, scope.now):
+        return _MISSES[Reason.OUTSIDE_TIME_WINDOW]
+    if rule.grant is not None:
+        elevation = scope.elevation
+        holding = None if elevation is None else elevation.holding(rule.grant)
+        if holding is None:
+            inactive = elevation is not None and elevation.has_inactive(rule.grant)
+            return _MISSES[Reason.GRANT_INACTIVE if inactive else Reason.GRANT_REQUIRED]
+        used = (*used, holding.name)
+    if rule.when is not None:
+        try:
+            holds = evaluate_condition(rule.when, scope.context())
+        except CelEvalError as exc:
+            return Outcome(False, Reason.CONDITION_ERROR, detail=str(exc))
+        if not holds:
+            return _MISSES[Reason.CONDITION_NOT_MET]
+    if rule.auth is not None:
+        assert principal is not None  # the loader refuses auth on anonymous rules
+        if not auth_holds(rule.auth, principal, scope.now):
+            return _MISSES[Reason.INSUFFICIENT_USER_AUTHENTICATION]
+    return Outcome(True, grants=tuple(dict.fromkeys(used))) if used else _APPLIES
+
+
+def decide(
+    candidates: tuple[Rule, ...],
+    request: PolicyInput,
+    principal: Principal | None,
+    now: float,
+    grants: GrantIndex,
+) -> Verdict:
+    """The verdict over ``candidates``: the rules matching the request, in global order."""
+    scope = Scope(request, principal, now, grants)
+    allowed: tuple[Rule, Outcome] | None = None
+    misses: dict[Reason, tuple[Rule, Outcome]] = {}
+    for rule in candidates:
+        if rule.effect == "deny":
+            outcome = check_rule(rule, scope)
+            if outcome.applies:
+                return Verdict(False, Reason.DENIED_BY_RULE, rule.id, rule.policy)
+            if outcome.miss is Reason.CONDITION_ERROR:
+                return Verdict(
+                    False, Reason.CONDITION_ERROR, rule.id, rule.policy, detail=outcome.detail
+                )
+        elif allowed is None:
+            outcome = check_rule(rule, scope)
+            if outcome.applies:
+                allowed = (rule, outcome)
+            elif outcome.miss is not None:
+                misses.setdefault(outcome.miss, (rule, outcome))
+    if allowed is not None:
+        rule, outcome = allowed
+        reason = Reason.ALLOWED if principal is not None else Reason.ALLOWED_ANONYMOUS
+        return Verdict(True, reason, rule.id, rule.policy, grants=outcome.grants)
+    for reason in _MISS_PRIORITY:
+        if reason in misses and (principal is not None or reason is Reason.CONDITION_ERROR):
+            rule, outcome = misses[reason]
+            step_up = None
+            if reason is Reason.INSUFFICIENT_USER_AUTHENTICATION and rule.auth is not None:
+                step_up = step_up_for(rule.auth)
+            return Verdict(
+                False, reason, rule.id, rule.policy, step_up=step_up, detail=outcome.detail
+            )
+    if principal is None:
+        return Verdict(False, Reason.TOKEN_MISSING, None, None)
+    return Verdict(False, Reason.NO_MATCHING_RULE, None, None)
+
+
+def evaluate_index(
+    index: RuleIndex,
+    grants: GrantIndex,
+    request: PolicyInput,
+    principal: Principal | None,
+    now: float,
+) -> Verdict:
+    candidates = index.lookup(request.method, request.host, request.path).rules
+    return decide(candidates, request, principal, now, grants)
 
 
 def evaluate(
     policies: CompiledPolicies, request: PolicyInput, principal: Principal | None, now: float
 ) -> Verdict:
-    """Decide a normalized request. ``now`` (epoch seconds) is reserved for time conditions."""
-    del now  # part of the contract: no decision code reads the clock itself
-    candidates = policies.index.lookup(request.method, request.host, request.path).rules
-    allowed_by: Rule | None = None
-    for rule in candidates:
-        if rule.effect == "deny":
-            if _applies(rule, principal):
-                return Verdict(False, Reason.DENIED_BY_RULE, rule.id, rule.policy)
-        elif allowed_by is None and _applies(rule, principal):
-            allowed_by = rule
-    if allowed_by is not None:
-        reason = Reason.ALLOWED if principal is not None else Reason.ALLOWED_ANONYMOUS
-        return Verdict(True, reason, allowed_by.id, allowed_by.policy)
-    if principal is None:
-        return Verdict(False, Reason.TOKEN_MISSING, None, None)
-    return Verdict(False, Reason.NO_MATCHING_RULE, None, None)
+    """Decide a normalized request with the enforced rules."""
+    return evaluate_index(policies.index, policies.grants, request, principal, now)

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from app.policy.model import Rule
+from app.policy.grants import EMPTY_GRANTS, GrantIndex, build_grant_index
+from app.policy.model import Grant, Rule
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -187,29 +188,43 @@ def build_index(rules: Iterable[Rule]) -> RuleIndex:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledPolicies:
-    """Every rule of a policy directory, compiled and indexed; never changed after load.
+    """Every rule and grant of a policy directory, compiled and indexed; never changed after load.
 
     ``version`` is ``"sha256:"`` plus the first 16 hex digits of a SHA-256 over the sorted
     (relative file path, file bytes) pairs: the same files give the same version.
+    ``index`` holds the enforced rules; ``dry_run_index``, present only when some policy is
+    ``mode: dry-run``, holds every rule: what would be decided if those policies were enforced.
     """
 
     version: str
-    rules: tuple[Rule, ...]  # in global order
+    rules: tuple[Rule, ...]  # in global order, dry-run rules included
     policy_names: tuple[str, ...]
     index: RuleIndex = field(repr=False)
+    grants: GrantIndex = field(default=EMPTY_GRANTS, repr=False)
+    dry_run_index: RuleIndex | None = field(default=None, repr=False)
 
     @property
     def rule_count(self) -> int:
         return len(self.rules)
 
+    @property
+    def enforced(self) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if not rule.dry_run)
+
 
 def compile_policies(
-    version: str, rules: Iterable[Rule], policy_names: Iterable[str]
+    version: str,
+    rules: Iterable[Rule],
+    policy_names: Iterable[str],
+    grants: Iterable[Grant] = (),
 ) -> CompiledPolicies:
     ordered = tuple(sorted(rules, key=lambda rule: rule.order))
+    any_dry_run = any(rule.dry_run for rule in ordered)
     return CompiledPolicies(
         version=version,
         rules=ordered,
         policy_names=tuple(policy_names),
-        index=build_index(ordered),
+        index=build_index(rule for rule in ordered if not rule.dry_run),
+        grants=build_grant_index(grants),
+        dry_run_index=build_index(ordered) if any_dry_run else None,
     )

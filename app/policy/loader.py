@@ -2,9 +2,12 @@
 
 Every ``*.yaml`` / ``*.yml`` file under the directory is read (recursively, sorted by relative
 path; names starting with ``.`` are skipped, which also skips the ``..data`` copies in a mounted
-Kubernetes ConfigMap). Each document is checked against ``policy.schema.json`` and then for
-what a schema cannot say (unique names and rule ids, path patterns, anonymous rules). Every
-problem names its file and line; nothing is compiled while any error remains.
+Kubernetes ConfigMap; ``*_test.yaml`` files hold ``PolicyTest`` documents for
+``ztauthz policy test`` and are not part of the policies). A file holds ``Policy`` and ``Grant``
+documents. Each document is checked against ``policy.schema.json`` and then for what a schema
+cannot say (unique names and rule ids, path patterns, anonymous rules, CEL expressions, time
+zones, grant windows). Every problem names its file and line; nothing is compiled while any
+error remains.
 """
 
 from __future__ import annotations
@@ -14,15 +17,28 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from app.durations import parse_duration
+from app.policy.cel import CelCompileError, CelCondition, compile_condition
 from app.policy.index import CompiledPolicies, compile_policies
-from app.policy.model import ANY_PATH, ClaimCondition, Effect, Rule, Subject
+from app.policy.model import (
+    ANY_PATH,
+    AuthRequirement,
+    ClaimCondition,
+    Effect,
+    Grant,
+    Rule,
+    Subject,
+    TimeWindow,
+)
 from app.policy.normalize import normalize_host
+from app.policy.timewindow import parse_window
 from app.yamlsrc import Located, PathKey, YamlError, parse_documents
 
 # Shipped inside the package (so installed wheels have it); policies/schema.json links to it
@@ -30,9 +46,14 @@ from app.yamlsrc import Located, PathKey, YamlError, parse_documents
 SCHEMA_PATH = Path(__file__).resolve().parent / "policy.schema.json"
 API_VERSION = "ztauthz/v1"
 KIND = "Policy"
+GRANT_KIND = "Grant"
+TEST_KIND = "PolicyTest"
 SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = ("_test.yaml", "_test.yml")
+DEFAULT_GRANT_MAX_DURATION = 8 * 3600.0
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ACR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,24 +69,42 @@ class Problem:
         return f"{where}: {prefix}{self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What the configuration says about loading: the longest a grant may last (seconds)."""
+
+    grant_max_duration: float = DEFAULT_GRANT_MAX_DURATION
+
+
 class PolicyLoadError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
 
 
-def check_policy_dir(path: Path) -> list[Problem]:
+def check_policy_dir(path: Path, options: LoadOptions | None = None) -> list[Problem]:
     """Everything wrong with a policy directory, sorted by file and line."""
-    problems, _ = _load(path)
+    problems, _ = _load(path, options or LoadOptions())
     return problems
 
 
-def load_policy_dir(path: Path) -> CompiledPolicies:
+def load_policy_dir(path: Path, options: LoadOptions | None = None) -> CompiledPolicies:
     """Compile a policy directory; raise ``PolicyLoadError`` if it has any error."""
-    problems, compiled = _load(path)
+    problems, compiled = _load(path, options or LoadOptions())
     if compiled is None or any(p.severity == "error" for p in problems):
         raise PolicyLoadError([p for p in problems if p.severity == "error"])
     return compiled
+
+
+def compile_policy_dir(
+    path: Path, options: LoadOptions | None = None
+) -> tuple[list[Problem], CompiledPolicies | None]:
+    """Problems (errors and warnings) and, when there is no error, the compiled policies."""
+    return _load(path, options or LoadOptions())
+
+
+def is_test_file(path: Path) -> bool:
+    return path.name.endswith(TEST_SUFFIXES)
 
 
 def path_pattern_problem(pattern: str) -> str | None:
@@ -103,7 +142,8 @@ def path_pattern_problem(pattern: str) -> str | None:
 # --- reading files -----------------------------------------------------------------------------
 
 
-def _policy_files(root: Path) -> list[Path]:
+def yaml_files(root: Path) -> list[Path]:
+    """Every YAML file of a directory (tests included), sorted by relative path."""
     found = [
         path
         for path in root.rglob("*")
@@ -114,14 +154,18 @@ def _policy_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def _load(root: Path) -> tuple[list[Problem], CompiledPolicies | None]:
+def _policy_files(root: Path) -> list[Path]:
+    return [path for path in yaml_files(root) if not is_test_file(path)]
+
+
+def _load(root: Path, options: LoadOptions) -> tuple[list[Problem], CompiledPolicies | None]:
     if not root.is_dir():
         return [Problem(str(root), 0, "not a directory (expected a directory of policies)")], None
     try:
         validator = _validator()
     except (OSError, ValueError) as exc:
         return [Problem(str(SCHEMA_PATH), 0, f"cannot read the policy schema: {exc}")], None
-    compiler = _Compiler(validator)
+    compiler = _Compiler(validator, options)
     digest = hashlib.sha256()
     for path in _policy_files(root):
         relative = path.relative_to(root).as_posix()
@@ -149,7 +193,7 @@ def _load(root: Path) -> tuple[list[Problem], CompiledPolicies | None]:
     if any(p.severity == "error" for p in problems):
         return problems, None
     version = "sha256:" + digest.hexdigest()[:16]
-    return problems, compile_policies(version, compiler.rules, compiler.names)
+    return problems, compile_policies(version, compiler.rules, compiler.names, compiler.grants)
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -234,6 +278,8 @@ def _explain(error: ValidationError) -> Iterator[tuple[PathKey, str]]:
     elif keyword == "pattern":
         expectation = schema.get("patternErrorMessage", f"expected a match for {expected}")
         yield path, _at(path, f"{_show(value)} is invalid: {expectation}")
+    elif keyword in ("oneOf", "anyOf") and f"{keyword}ErrorMessage" in schema:
+        yield path, _at(path, schema[f"{keyword}ErrorMessage"])
     elif keyword in ("minItems", "minProperties", "minLength") and expected == 1:
         yield path, _at(path, "must not be empty")
     elif keyword == "uniqueItems":
@@ -269,15 +315,65 @@ def _subject(raw: Mapping[str, Any] | None) -> Subject | None:
     )
 
 
+def as_timestamp(value: Any) -> float:
+    """An RFC 3339 date-time with a zone offset -> epoch seconds; ``ValueError`` otherwise."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{_show(value)} is not a date and time such as 2026-11-26T09:00:00Z"
+            ) from None
+    else:
+        raise ValueError("expected a date and time such as 2026-11-26T09:00:00Z")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{_show(str(value))} needs a zone offset (Z or +01:00)")
+    return moment.timestamp()
+
+
+def plain_data(value: Any) -> Any:
+    """YAML timestamps (``2026-11-26T09:00:00Z`` unquoted) as the strings they were written
+    as, so the schema sees text; everything else unchanged."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_data(v) for v in value]
+    return value
+
+
+def schema_errors(
+    validator: Draft202012Validator, doc: Located, data: Mapping[str, Any]
+) -> list[Problem]:
+    """Readable schema problems of one document, each at its file and line."""
+    return [
+        Problem(doc.file, doc.line_of(path), message)
+        for error in validator.iter_errors(data)
+        for path, message in _explain(error)
+    ]
+
+
+def policy_validator() -> Draft202012Validator:
+    return _validator()
+
+
 @dataclass
 class _Compiler:
     validator: Draft202012Validator
+    options: LoadOptions = field(default_factory=LoadOptions)
     problems: list[Problem] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    grants: list[Grant] = field(default_factory=list)
     documents: int = 0
     _policy_at: dict[str, str] = field(default_factory=dict)
     _rule_at: dict[str, str] = field(default_factory=dict)
+    _grant_at: dict[str, str] = field(default_factory=dict)
 
     def error(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message))
@@ -287,6 +383,8 @@ class _Compiler:
 
     def add(self, doc: Located) -> None:
         data = doc.data
+        if isinstance(data, Mapping) and data.get("kind") == GRANT_KIND:
+            data = plain_data(data)  # unquoted YAML timestamps are fine for not_before/expires
         if data is None:
             return  # an empty document, e.g. after a trailing "---"
         self.documents += 1
@@ -299,6 +397,9 @@ class _Compiler:
             return
         if not self._check_schema(doc, data):
             return
+        if data["kind"] == GRANT_KIND:
+            self._grant(doc, data)
+            return
         name: str = data["metadata"]["name"]
         where = f"{doc.file}:{doc.line_of(('metadata', 'name'))}"
         if name in self._policy_at:
@@ -308,21 +409,29 @@ class _Compiler:
         self._policy_at[name] = where
         self.names.append(name)
         hosts = self._hosts(doc, data["spec"].get("hosts", []))
+        dry_run = data["spec"].get("mode", "enforce") == "dry-run"
         for position, raw in enumerate(data["spec"]["rules"]):
-            self._rule(doc, name, hosts, ("spec", "rules", position), raw)
+            self._rule(doc, name, hosts, ("spec", "rules", position), raw, dry_run)
 
     def _check_schema(self, doc: Located, data: Mapping[str, Any]) -> bool:
         # A wrong apiVersion or kind makes every other complaint noise: report only that.
-        for key, wanted in (("apiVersion", API_VERSION), ("kind", KIND)):
-            if key in data and data[key] != wanted:
-                message = f"unsupported {key} {_show(data[key])}; expected {wanted!r}"
-                self._error_at(doc, (key,), message)
-                return False
-        found = False
-        for error in self.validator.iter_errors(data):
-            for path, message in _explain(error):
-                self.error(doc.file, doc.line_of(path), message)
-                found = True
+        if "apiVersion" in data and data["apiVersion"] != API_VERSION:
+            message = (
+                f"unsupported apiVersion {_show(data['apiVersion'])}; expected {API_VERSION!r}"
+            )
+            self._error_at(doc, ("apiVersion",), message)
+            return False
+        kind = data.get("kind")
+        if kind == TEST_KIND:
+            message = "PolicyTest documents belong in a file named *_test.yaml"
+            self._error_at(doc, ("kind",), message)
+            return False
+        if "kind" in data and kind not in (KIND, GRANT_KIND):
+            message = f"unsupported kind {_show(kind)}; expected {KIND!r} or {GRANT_KIND!r}"
+            self._error_at(doc, ("kind",), message)
+            return False
+        found = schema_errors(self.validator, doc, data)
+        self.problems.extend(found)
         return not found
 
     def _hosts(self, doc: Located, raw: list[str]) -> tuple[str, ...]:
@@ -344,6 +453,7 @@ class _Compiler:
         hosts: tuple[str, ...],
         base: PathKey,
         raw: Mapping[str, Any],
+        dry_run: bool,
     ) -> None:
         rule_id: str = raw["id"]
         line = doc.line_of((*base, "id"))
@@ -366,6 +476,13 @@ class _Compiler:
                 "remove anonymous or subject"
             )
             self._error_at(doc, (*base, "anonymous"), message)
+        for key in ("auth", "grant"):
+            if key in raw and effect == "deny":
+                message = f"only allow rules can have {key}: it decides who may be allowed"
+                self._error_at(doc, (*base, key), message)
+            elif key in raw and anonymous:
+                message = f"an anonymous rule needs no token, so it cannot have {key}"
+                self._error_at(doc, (*base, key), message)
         match: Mapping[str, Any] = raw.get("match", {})
         paths: list[str] = match.get("paths", [ANY_PATH])
         for position, pattern in enumerate(match.get("paths", [])):
@@ -386,5 +503,112 @@ class _Compiler:
                 subject=_subject(raw.get("subject")),
                 file=doc.file,
                 line=line,
+                time_window=self._time_window(doc, base, raw.get("time_window")),
+                grant=raw.get("grant"),
+                when=self._when(doc, base, raw.get("when")),
+                auth=self._auth(doc, base, raw.get("auth")),
+                dry_run=dry_run,
             )
         )
+
+    def _time_window(
+        self, doc: Located, base: PathKey, raw: Mapping[str, Any] | None
+    ) -> TimeWindow | None:
+        if raw is None:
+            return None
+        try:
+            return parse_window(raw["timezone"], raw.get("days"), raw.get("hours"))
+        except ValueError as exc:
+            key = "timezone" if "time zone" in str(exc) else "hours"
+            self._error_at(doc, (*base, "time_window", key), str(exc))
+            return None
+
+    def _when(self, doc: Located, base: PathKey, source: str | None) -> CelCondition | None:
+        if source is None:
+            return None
+        try:
+            return compile_condition(source)
+        except CelCompileError as exc:
+            # Only a block scalar (when: | or >) keeps newlines; its text starts on the next line.
+            line = doc.line_of((*base, "when")) + (1 if "\n" in source else 0)
+            self.error(doc.file, line + exc.line - 1, _at((*base, "when"), exc.message))
+            return None
+
+    def _auth(
+        self, doc: Located, base: PathKey, raw: Mapping[str, Any] | None
+    ) -> AuthRequirement | None:
+        if raw is None:
+            return None
+        max_age: int | None = None
+        if "max_age" in raw:
+            try:
+                max_age = int(parse_duration(raw["max_age"]).total_seconds())
+            except ValueError as exc:
+                self._error_at(doc, (*base, "auth", "max_age"), str(exc))
+        for position, value in enumerate(raw.get("acr_any", [])):
+            if _ACR.fullmatch(value) is None:
+                message = (
+                    "an acr value must be visible ASCII without spaces, quotes or backslashes "
+                    "(it is sent back in the WWW-Authenticate challenge)"
+                )
+                self._error_at(doc, (*base, "auth", "acr_any", position), message)
+        return AuthRequirement(
+            acr_any=tuple(raw["acr_any"]) if "acr_any" in raw else None,
+            amr_all=frozenset(raw["amr_all"]) if "amr_all" in raw else None,
+            max_age=max_age,
+        )
+
+    def _grant(self, doc: Located, data: Mapping[str, Any]) -> None:
+        name: str = data["metadata"]["name"]
+        line = doc.line_of(("metadata", "name"))
+        if name in self._grant_at:
+            message = f"duplicate grant name {name!r}: also defined at {self._grant_at[name]}"
+            self._error_at(doc, ("metadata", "name"), message)
+            return
+        self._grant_at[name] = f"{doc.file}:{line}"
+        spec: Mapping[str, Any] = data["spec"]
+        times: dict[str, float] = {}
+        for key in ("not_before", "expires"):
+            try:
+                times[key] = as_timestamp(spec[key])
+            except ValueError as exc:
+                self._error_at(doc, ("spec", key), str(exc))
+        if len(times) == 2:
+            start, end = times["not_before"], times["expires"]
+            longest = self.options.grant_max_duration
+            if end <= start:
+                self._error_at(doc, ("spec", "expires"), "must be later than not_before")
+            elif end - start > longest:
+                message = (
+                    f"the grant lasts {_human(end - start)}, longer than the allowed maximum "
+                    f"of {_human(longest)} (grants.max_duration)"
+                )
+                self._error_at(doc, ("spec", "expires"), message)
+        if "subject" in spec and spec["approved_by"] == spec["subject"]:
+            self._error_at(
+                doc, ("spec", "approved_by"), "a grant cannot be approved by its grantee"
+            )
+        if len(times) != 2:
+            return
+        self.grants.append(
+            Grant(
+                name=name,
+                not_before=times["not_before"],
+                expires=times["expires"],
+                approved_by=spec["approved_by"],
+                reason=spec["reason"],
+                subject=spec.get("subject"),
+                group=spec.get("group"),
+                issuer=spec.get("issuer"),
+                grant=spec.get("grant"),
+                groups=frozenset(spec.get("groups", ())),
+                scopes=frozenset(spec.get("scopes", ())),
+                ticket=spec.get("ticket"),
+                file=doc.file,
+                line=line,
+            )
+        )
+
+
+def _human(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from app.policy.cel import CelCondition
 
 Effect = Literal["allow", "deny"]
 Scalar = str | int | float | bool
@@ -40,6 +44,41 @@ class Subject:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthRequirement:
+    """Step-up: how strong and how recent the authentication must be (``auth:``).
+
+    ``acr_any`` keeps the policy's order: it becomes the challenge's ``acr_values``.
+    """
+
+    acr_any: tuple[str, ...] | None = None
+    amr_all: frozenset[str] | None = None
+    max_age: int | None = None  # seconds since auth_time
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """What an RFC 9470 challenge asks for: ``acr_values`` and ``max_age`` (seconds)."""
+
+    acr_values: tuple[str, ...] = ()
+    max_age: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Local days and hours in a named time zone (``time_window:``).
+
+    ``days`` are ISO weekdays (1 = Monday ... 7 = Sunday) of the local date at the moment of
+    the request; ``start``/``end`` are minutes after local midnight, ``start`` inclusive and
+    ``end`` exclusive; ``end <= start`` means the window runs past midnight.
+    """
+
+    timezone: ZoneInfo
+    days: frozenset[int]
+    start: int = 0
+    end: int = 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of one policy, with where it was written.
 
@@ -60,3 +99,47 @@ class Rule:
     subject: Subject | None = None
     file: str = ""
     line: int = 0
+    time_window: TimeWindow | None = None
+    grant: str | None = None  # allow rules only: an active grant of this name is required
+    when: CelCondition | None = field(default=None, compare=False)
+    auth: AuthRequirement | None = None  # allow rules only: step-up
+    dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
+
+    @property
+    def conditional(self) -> bool:
+        """Does anything beyond host, method and path decide whether the rule applies?"""
+        return (
+            self.subject is not None
+            or self.time_window is not None
+            or self.grant is not None
+            or self.when is not None
+            or self.auth is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A time-bound elevation (``kind: Grant``), reviewed and merged like the policies.
+
+    Who: ``subject`` (optionally pinned to ``issuer``) or members of ``group``. What: the
+    named ``grant`` rules may require, and/or extra ``groups`` and ``scopes``. It counts only
+    while ``not_before <= now < expires`` (epoch seconds).
+    """
+
+    name: str
+    not_before: float
+    expires: float
+    approved_by: str
+    reason: str
+    subject: str | None = None
+    group: str | None = None
+    issuer: str | None = None
+    grant: str | None = None
+    groups: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    ticket: str | None = None
+    file: str = ""
+    line: int = 0
+
+    def active(self, now: float) -> bool:
+        return self.not_before <= now < self.expires

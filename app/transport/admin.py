@@ -1,9 +1,10 @@
-"""Admin listener: liveness and readiness (metrics join later). Never on the check port."""
+"""Admin listener: liveness, readiness and Prometheus metrics. Never on the check port."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.state import Runtime
 
@@ -25,7 +26,16 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "policies_loaded": True,
             "policy_version": state.policies.version,
             "rules": state.policies.rule_count,
+            # Reload outcome: a rejected change shows here while the last good policies serve.
+            "policy_reload": dict(runtime.reload_status),
         }
         return JSONResponse(body, status_code=200 if keys_ready else 503)
+
+    registry = runtime.telemetry.metrics.registry
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        # The Prometheus text format (version 0.0.4) of this runtime's own registry.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

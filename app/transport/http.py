@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from app.check import Checker
 from app.request import RequestContext, make_context
-from app.transport.render import render
+from app.transport.render import HEADERS_TO_REMOVE, Rendered, render
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
 
@@ -34,6 +34,14 @@ def to_context(request: Request, path_prefix: str) -> RequestContext:
     )
 
 
+def response_headers(rendered: Rendered) -> dict[str, str]:
+    """The rendered headers, plus the headers to remove in Envoy's HTTP-mode header."""
+    headers = dict(rendered.headers)
+    if rendered.headers_to_remove:
+        headers[HEADERS_TO_REMOVE] = ",".join(rendered.headers_to_remove)
+    return headers
+
+
 def create_check_app(checker: Checker) -> FastAPI:
     app = FastAPI(title="ztauthz check", openapi_url=None, docs_url=None, redoc_url=None)
     runtime = checker.runtime
@@ -43,6 +51,6 @@ def create_check_app(checker: Checker) -> FastAPI:
     async def check(request: Request) -> Response:
         decision = await checker.check(to_context(request, prefix))
         rendered = render(decision, runtime.state.settings.response)
-        return Response(rendered.body, rendered.status, rendered.headers)
+        return Response(rendered.body, rendered.status, response_headers(rendered))
 
     return app

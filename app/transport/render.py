@@ -1,13 +1,16 @@
-"""Decision -> (status, headers, body), shared by every transport.
+"""Decision -> (status, headers, body, headers to remove), shared by every transport.
 
 Identity headers for the upstream are always either set by ztauthz or named for removal, so a
 client can never smuggle one through Envoy (Envoy only overwrites the headers a response carries;
-``x-envoy-auth-headers-to-remove`` makes it drop the others).
+the headers to remove make it drop the others). Each transport only puts this one rendering on
+its wire: HTTP as the response plus ``x-envoy-auth-headers-to-remove``, gRPC as a CheckResponse
+with ``headers_to_remove``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -52,9 +55,13 @@ def header_value(value: str, separator: str = ",") -> str:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """One answer, transport-neutral. ``headers`` go to the upstream on allow (status 200) and
+    to the client on deny; ``headers_to_remove`` are dropped from the upstream request."""
+
     status: int
     headers: dict[str, str]
     body: bytes
+    headers_to_remove: tuple[str, ...] = ()
 
 
 def _json(decision: Decision, settings: Response) -> bytes:
@@ -73,7 +80,30 @@ def _challenge(decision: Decision, settings: Response) -> str:
     if decision.reason is Reason.TOKEN_MISSING:
         # RFC 6750 section 3.1: no error code when the request carried no credentials.
         return realm
+    if decision.reason is Reason.INSUFFICIENT_USER_AUTHENTICATION:
+        return _step_up_challenge(decision, realm)
     return f'{realm}, error="invalid_token", error_description="{describe(decision.reason)}"'
+
+
+def _step_up_challenge(decision: Decision, realm: str) -> str:
+    """RFC 9470 section 3: what the client must obtain, as ``acr_values`` and ``max_age``."""
+    parts = [
+        realm,
+        'error="insufficient_user_authentication"',
+        f'error_description="{describe(decision.reason)}"',
+    ]
+    step_up = decision.step_up
+    if step_up is not None:
+        # The loader admits only visible ASCII without quote or backslash in acr values.
+        acr_values = [v for v in step_up.acr_values if _TOKEN_CHARS.fullmatch(v)]
+        if acr_values:
+            parts.append(f'acr_values="{" ".join(acr_values)}"')
+        if step_up.max_age is not None:
+            parts.append(f"max_age={int(step_up.max_age)}")
+    return ", ".join(parts)
+
+
+_TOKEN_CHARS = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def render(decision: Decision, settings: Response) -> Rendered:
@@ -106,7 +136,5 @@ def _render_allow(decision: Decision) -> Rendered:
             headers[SCOPES] = " ".join(header_value(s, " ") for s in sorted(principal.scopes))
         if principal.client_id:
             headers[CLIENT_ID] = header_value(principal.client_id)
-    missing = [name for name in IDENTITY_HEADERS if name not in headers]
-    if missing:
-        headers[HEADERS_TO_REMOVE] = ",".join(missing)
-    return Rendered(200, headers, b"")
+    missing = tuple(name for name in IDENTITY_HEADERS if name not in headers)
+    return Rendered(200, headers, b"", missing)

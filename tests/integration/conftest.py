@@ -1,5 +1,10 @@
-"""The real stack, once per session: dev issuer, echo upstream, ``ztauthz serve`` and Envoy
-running the shipped deploy/envoy/envoy.yaml (only re-ported), all on ephemeral loopback ports.
+"""The real stack, once per session and transport: dev issuer, echo upstream, ``ztauthz serve``
+and Envoy running the shipped bootstrap (only re-ported), all on ephemeral loopback ports.
+
+Two stacks run side by side: ``http`` (deploy/envoy/envoy.yaml, HTTP ext_authz) and ``grpc``
+(deploy/envoy/envoy-grpc.yaml, gRPC ext_authz; see transport_support.py). The session-scoped
+``transport`` fixture is parametrized over both, so every test that uses ``stack`` runs once per
+transport with the same expectations; ``http_stack`` and ``grpc_stack`` give both at once.
 
 Everything is started through app/dev/stack.py, exactly as ``ztauthz dev stack`` does, and is
 always stopped when the session ends (or fails to start). Process logs are kept under the
@@ -15,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.dev.envoy import TRANSPORTS, Transport, shipped_envoy_config, transport_env
 from app.dev.keys import DevKeys
 from app.dev.procs import ProcessGroup
 from app.dev.stack import Ports, Stack, start_stack
@@ -31,19 +37,50 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ZTAUTHZ_")}
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
+def _run_stack(
+    transport: Transport, tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp(f"stack-{transport}")
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    ports = Ports.ephemeral()
     with ProcessGroup() as group:
         yield start_stack(
             group,
             workdir=workdir,
-            ports=Ports.ephemeral(),
+            ports=ports,
             policies=POLICIES,
             config=config,
-            env=child_env,
+            envoy_template=shipped_envoy_config(transport),
+            env={**child_env, **transport_env(transport, ports.check)},
         )
+
+
+@pytest.fixture(scope="session")
+def http_stack(
+    tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]
+) -> Iterator[Stack]:
+    yield from _run_stack("http", tmp_path_factory, child_env)
+
+
+@pytest.fixture(scope="session")
+def grpc_stack(
+    tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]
+) -> Iterator[Stack]:
+    yield from _run_stack("grpc", tmp_path_factory, child_env)
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """How Envoy asks ztauthz: every test using ``stack`` runs once per transport."""
+    value: Transport = request.param
+    return value
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest, transport: Transport) -> Stack:
+    """The running stack for ``transport``; ``stack.ports.check`` is its ztauthz check port."""
+    running: Stack = request.getfixturevalue(f"{transport}_stack")
+    return running
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def _authorized_path(stack: Stack, decision_id: str) -> str:
         for line in stack.log("ztauthz").read_text(encoding="utf-8").splitlines():
             if decision_id in line and line.startswith("{"):
                 entry = json.loads(line)
-                if entry.get("decision_id") == decision_id:
+                if entry.get("decision_id") == decision_id and "path" in entry:
                     return str(entry["path"])
         if time.monotonic() > deadline:
             raise AssertionError(f"decision {decision_id} is not in the decision log")

@@ -1,7 +1,9 @@
 """Requests through real Envoy (the shipped bootstrap) to real ztauthz and the echo upstream.
 
-Whether a request reached the upstream is read from the reply: only the echo upstream answers
-with its JSON echo, and only a proxied reply carries Envoy's x-envoy-upstream-service-time.
+Every test runs over both transports (HTTP and gRPC ext_authz, see transport_support.py) with
+the same expectations. Whether a request reached the upstream is read from the reply: only the
+echo upstream answers with its JSON echo, and only a proxied reply carries Envoy's
+x-envoy-upstream-service-time.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.dev.envoy import envoy_command, write_envoy_config
+from app.dev.envoy import Transport, envoy_command, shipped_envoy_config, write_envoy_config
 from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, TcpReady, free_port
 from app.dev.stack import Reply, Stack, http_request, ztauthz_command
@@ -28,8 +31,11 @@ from app.dev.tokens import (
 )
 from app.reasons import Reason, describe
 from app.transport.render import IDENTITY_HEADERS
+from tests.integration.transport_support import direct_check
 
 pytestmark = pytest.mark.integration
+
+POLICIES = Path(__file__).resolve().parent / "policies"
 
 Mint = Callable[..., str]
 UNTRUSTED_ISSUER = "https://idp.untrusted.example"
@@ -133,18 +139,20 @@ def test_envoy_strips_every_client_sent_x_auth_header(stack: Stack) -> None:
     assert "x-auth-subject" not in seen
 
 
-def test_ztauthz_itself_names_every_identity_header_it_did_not_set(stack: Stack) -> None:
+def test_ztauthz_itself_names_every_identity_header_it_did_not_set(
+    stack: Stack, transport: Transport
+) -> None:
     # The second layer, without Envoy's own stripping: ztauthz's answer to an anonymous allow
-    # asks Envoy to remove every identity header it does not set.
-    reply = http_request(
-        stack.ports.check, "GET", "/check/public/page", {"Host": "api.example.com", **FORGED}
-    )
-    assert reply.status == 200
-    removed = {h.strip() for h in reply.headers["x-envoy-auth-headers-to-remove"].split(",")}
-    set_here = {h for h in IDENTITY_HEADERS if h in reply.headers}
+    # asks Envoy to remove every identity header it does not set (HTTP:
+    # x-envoy-auth-headers-to-remove, gRPC: OkHttpResponse.headers_to_remove).
+    answer = direct_check(transport, stack.ports.check, "GET", "/public/page", FORGED)
+    assert answer.status == 200
+    removed = set(answer.headers_to_remove)
+    set_here = {h for h in IDENTITY_HEADERS if h in answer.headers}
     assert removed | set_here == set(IDENTITY_HEADERS)
+    assert not removed & set_here
     assert {"x-auth-subject", "x-auth-groups", "x-auth-issuer", "x-auth-scopes"} <= removed
-    assert reply.headers["x-auth-decision-id"] != FORGED["x-auth-decision-id"]
+    assert answer.headers["x-auth-decision-id"] != FORGED["x-auth-decision-id"]
 
 
 # --- 401: every attack is refused before the upstream -----------------------------------------
@@ -334,38 +342,66 @@ def test_finance_may_delete_when_no_deny_rule_matches(stack: Stack, token: Mint)
 
 
 @dataclass(frozen=True, slots=True)
+class Keyless:
+    """A ztauthz that cannot load its issuer's keys, checking over HTTP and gRPC side by side."""
+
+    ports: dict[Transport, int]
+    issuer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Broken:
     unreachable_envoy: int  # Envoy whose ztauthz cluster points at a closed port
-    keyless_envoy: int  # Envoy in front of a ztauthz that cannot load the issuer's keys
-    keyless_check: int
+    keyless_envoy: int  # Envoy in front of the keyless ztauthz
+    keyless_check: int  # the keyless ztauthz's check port for this transport
     keyless_issuer: str
 
 
 @pytest.fixture(scope="module")
-def broken(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]
-) -> Iterator[Broken]:
-    work = tmp_path_factory.mktemp("broken")
-    closed, dead_issuer = free_port(), free_port()
-    check, admin = free_port(), free_port()
+def keyless(
+    tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]
+) -> Iterator[Keyless]:
+    work = tmp_path_factory.mktemp("keyless")
+    dead_issuer, check, grpc_port, admin = free_port(), free_port(), free_port(), free_port()
     issuer_url = f"http://127.0.0.1:{dead_issuer}"
     config = work / "ztauthz.yaml"
     config.write_text(
         f"""
-server: {{check: {{port: {check}}}, admin: {{port: {admin}}}}}
+server:
+  check: {{port: {check}}}
+  grpc: {{enabled: true, port: {grpc_port}}}
+  admin: {{port: {admin}}}
 issuers:
   - issuer: {issuer_url}
-    audiences: [{stack.audience}]
+    audiences: [https://api.example.com]
     jwks: {{fetch_timeout: 1s}}
-policies: {stack.policies}
+policies: {POLICIES}
 """,
         encoding="utf-8",
     )
+    serve = ManagedProcess(
+        "ztauthz-keyless",
+        [*ztauthz_command(), "serve", "--config", str(config)],
+        log_path=work / "ztauthz.log",
+        ready=TcpReady("127.0.0.1", grpc_port),  # never /readyz: it stays 503 without keys
+        env=child_env,
+    )
+    with ProcessGroup() as group:
+        group.start(serve)
+        yield Keyless({"http": check, "grpc": grpc_port}, issuer_url)
+
+
+@pytest.fixture(scope="module")
+def broken(
+    stack: Stack, transport: Transport, keyless: Keyless, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Broken]:
+    work = tmp_path_factory.mktemp(f"broken-{transport}")
 
     def envoy(name: str, authz_port: int) -> tuple[ManagedProcess, int]:
         listen, admin_port = free_port(), free_port()
         path = write_envoy_config(
             work / f"{name}.yaml",
+            template=shipped_envoy_config(transport),
             listen_port=listen,
             admin_port=admin_port,
             authz_port=authz_port,
@@ -379,18 +415,11 @@ policies: {stack.policies}
         )
         return process, listen
 
-    unreachable, unreachable_port = envoy("envoy-unreachable", closed)
-    keyless, keyless_port = envoy("envoy-keyless", check)
-    serve = ManagedProcess(
-        "ztauthz-keyless",
-        [*ztauthz_command(), "serve", "--config", str(config)],
-        log_path=work / "ztauthz.log",
-        ready=TcpReady("127.0.0.1", check),  # never /readyz: it stays 503 without keys
-        env=child_env,
-    )
+    unreachable, unreachable_port = envoy("envoy-unreachable", free_port())
+    keyless_envoy, keyless_port = envoy("envoy-keyless", keyless.ports[transport])
     with ProcessGroup() as group:
-        group.start(unreachable, keyless, serve)
-        yield Broken(unreachable_port, keyless_port, check, issuer_url)
+        group.start(unreachable, keyless_envoy)
+        yield Broken(unreachable_port, keyless_port, keyless.ports[transport], keyless.issuer)
 
 
 def _through(port: int, path: str, token: str | None = None) -> Reply:
@@ -407,15 +436,18 @@ def test_unreachable_ztauthz_fails_closed_with_503(
     assert not reached_upstream(reply)
 
 
-def test_ztauthz_5xx_is_an_error_for_envoy_never_an_allow(stack: Stack, broken: Broken) -> None:
+def test_ztauthz_that_cannot_decide_is_an_error_for_envoy_never_an_allow(
+    stack: Stack, transport: Transport, broken: Broken
+) -> None:
     bearer = _mint(stack, issuer=broken.keyless_issuer)  # a configured issuer whose keys are down
-    direct = http_request(
-        broken.keyless_check, "GET", "/check/invoices", {"Authorization": f"Bearer {bearer}"}
+    direct = direct_check(
+        transport, broken.keyless_check, "GET", "/invoices", {"Authorization": f"Bearer {bearer}"}
     )
-    assert direct.status == 503
-    assert direct.json()["reason"] in {Reason.KEYS_UNAVAILABLE.value, Reason.NOT_READY.value}
-    # Envoy treats any 5xx from the authorization service as a failed check: with
-    # failure_mode_allow false it answers status_on_error (503) itself, without ztauthz's body.
+    # HTTP: 503 with the reason; gRPC: the RPC fails UNAVAILABLE with the reason as details.
+    assert direct.status == {"http": 503, "grpc": "UNAVAILABLE"}[transport]
+    assert direct.reason in {Reason.KEYS_UNAVAILABLE.value, Reason.NOT_READY.value}
+    # Envoy treats either as a failed check: with failure_mode_allow false it answers
+    # status_on_error (503) itself, without ztauthz's body.
     reply = _through(broken.keyless_envoy, "/invoices", bearer)
     assert reply.status == 503
     assert not reached_upstream(reply)

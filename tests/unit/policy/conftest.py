@@ -40,6 +40,9 @@ def principal() -> Callable[..., Principal]:
         groups: Iterable[str] = (),
         scopes: Iterable[str] = (),
         claims: Mapping[str, Any] | None = None,
+        acr: str | None = None,
+        amr: Iterable[str] = (),
+        auth_time: int | None = None,
     ) -> Principal:
         return Principal(
             issuer=issuer,
@@ -50,6 +53,9 @@ def principal() -> Callable[..., Principal]:
             expires_at=2_000_000_600,
             issued_at=2_000_000_000,
             claims=MappingProxyType(dict(claims or {})),
+            acr=acr,
+            amr=frozenset(amr),
+            auth_time=auth_time,
         )
 
     return make

@@ -160,7 +160,7 @@ def test_document_must_be_a_mapping(tmp_path: Path) -> None:
         ),
         (
             GOOD.format(name="a", rule="r").replace("kind: Policy", "kind: Config"),
-            "2: kind: unsupported kind 'Config'; expected 'Policy'",
+            "2: kind: unsupported kind 'Config'; expected 'Policy' or 'Grant'",
         ),
         (
             GOOD.format(name="a", rule="r").replace("kind: Policy\n", ""),
@@ -212,7 +212,7 @@ def test_document_must_be_a_mapping(tmp_path: Path) -> None:
         (
             one_rule("id: r\neffect: allow\nefect: allow"),
             "9: spec.rules[0].efect: unknown key; "
-            "expected one of: id, effect, anonymous, match, subject",
+            "expected one of: id, effect, anonymous, match, subject, when, time_window, grant, auth",
         ),
         (
             one_rule("id: r\neffect: permit"),

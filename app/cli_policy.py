@@ -1,0 +1,317 @@
+"""``ztauthz policy check | policy test`` and ``ztauthz explain``: policy tooling for people and CI.
+
+Exit codes (as CI expects them):
+
+- ``policy check``: 0 valid (warnings are printed), 1 errors (or warnings with ``--strict``).
+- ``policy test``: 0 every case passed, 1 a case failed, 2 the policies or the test files are
+  invalid or there are no test cases (nothing was run).
+- ``explain``: 0 allow, 1 deny, 2 invalid input (policies, token, claims, request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from app.durations import parse_duration
+from app.policy.loader import (
+    DEFAULT_GRANT_MAX_DURATION,
+    LoadOptions,
+    Problem,
+    as_timestamp,
+    compile_policy_dir,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _options(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(grant_max_duration=args.grant_max_duration)
+
+
+def _max_duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return seconds
+
+
+def _moment(text: str) -> float:
+    try:
+        return as_timestamp(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _now(args: argparse.Namespace) -> float:
+    return float(args.now) if args.now is not None else time.time()
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(problem)
+
+
+# --- policy check ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from app.policy.lint import lint
+
+    problems, compiled = compile_policy_dir(Path(args.dir), _options(args))
+    if compiled is not None:
+        problems = sorted(problems + lint(compiled, _now(args)), key=lambda p: (p.file, p.line))
+    _print_problems(problems)
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    if errors:
+        print(f"{len(errors)} error(s), {len(warnings)} warning(s) in {args.dir}", file=sys.stderr)
+        return EXIT_FAILED
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s) in {args.dir} (--strict)", file=sys.stderr)
+        return EXIT_FAILED
+    summary = (
+        f"{compiled.rule_count} rules, {len(compiled.grants.grants)} grants" if compiled else ""
+    )
+    suffix = f", {len(warnings)} warning(s)" if warnings else ""
+    print(f"{args.dir}: ok ({summary}{suffix})", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- policy test -------------------------------------------------------------------------------
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from app.policy.testing import read_test_files, run_cases
+
+    root = Path(args.dir)
+    problems, compiled = compile_policy_dir(root, _options(args))
+    errors = [p for p in problems if p.severity == "error"]
+    cases, test_problems = read_test_files(root, _now(args))
+    if errors or test_problems or compiled is None:
+        _print_problems(errors + test_problems)
+        print("policies or tests are invalid; no case was run", file=sys.stderr)
+        return EXIT_INVALID
+    results = run_cases(compiled, cases, args.run)
+    if not results:
+        print(f"no test cases found in {root} (files named *_test.yaml)", file=sys.stderr)
+        return EXIT_INVALID
+    for result in results:
+        case = result.case
+        if result.passed:
+            print(f"PASS {case.title}")
+            if args.verbose:
+                got = result.outcome.fields()
+                print(f"     {got['decision']} {got['reason']} rule={got['rule']}")
+            continue
+        print(f"FAIL {case.title} ({case.file}:{case.line})")
+        for mismatch in result.mismatches:
+            print(f"     {mismatch}")
+    passed = sum(r.passed for r in results)
+    failed = len(results) - passed
+    print("-" * 60)
+    print(f"{passed} passed, {failed} failed")
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+# --- explain -----------------------------------------------------------------------------------
+
+
+def _headers(values: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"header {item!r} must look like 'Name: value'")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _read_claims(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: claims must be a JSON or YAML object")
+    return data
+
+
+def _token(args: argparse.Namespace, headers: Mapping[str, str]) -> str | None:
+    if args.token is not None:
+        return str(args.token)
+    if args.token_file is not None:
+        return Path(args.token_file).read_text(encoding="utf-8").strip()
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def _verified(token: str, config: Path, now: float) -> Any:
+    import httpx
+
+    from app.identity.verify import TokenVerifier, build_key_sources
+    from app.settings import load_settings
+
+    settings = load_settings(config)
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+        sources = build_key_sources(settings.issuers, client, time.time)
+        verifier = TokenVerifier(settings.issuers, sources, settings.token.max_bytes)
+        return await verifier.verify(token, now)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import jwt
+
+    from app.identity.errors import TokenError
+    from app.identity.principal import Principal
+    from app.policy.evaluate import PolicyInput
+    from app.policy.explain import explain, render_text
+    from app.policy.normalize import PathRejected, normalize_host, normalize_path
+    from app.policy.testing import principal_for_claims as principal_from_test_claims
+    from app.settings import ConfigError, load_settings
+
+    now = _now(args)
+    try:
+        headers = _headers(args.header)
+    except ValueError as exc:
+        print(f"ztauthz explain: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    policies_dir = Path(args.policies) if args.policies else None
+    options = _options(args)
+    if policies_dir is None:
+        if args.config is None:
+            print("ztauthz explain: give --policies DIR or --config FILE", file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            settings = load_settings(Path(args.config))
+        except ConfigError as exc:
+            print(f"ztauthz explain: invalid configuration:\n{exc}", file=sys.stderr)
+            return EXIT_INVALID
+        policies_dir = settings.policies
+        options = LoadOptions(grant_max_duration=settings.grants.max_duration.total_seconds())
+    problems, compiled = compile_policy_dir(policies_dir, options)
+    if compiled is None:
+        _print_problems([p for p in problems if p.severity == "error"])
+        return EXIT_INVALID
+    try:
+        request = PolicyInput(
+            method=args.method.upper(),
+            host=normalize_host(args.host),
+            path=normalize_path(args.path),
+            headers=MappingProxyType(headers),
+        )
+    except (PathRejected, ValueError) as exc:
+        print(f"decision: deny (400 path_rejected): {exc}")
+        return EXIT_FAILED
+    principal: Principal | None = None
+    try:
+        if args.claims is not None:
+            principal = principal_from_test_claims(_read_claims(Path(args.claims)), now)
+        else:
+            token = _token(args, headers)
+            if token is not None and args.config is not None:
+                principal = asyncio.run(_verified(token, Path(args.config), now))
+            elif token is not None:
+                print("note: token signature NOT verified (give --config to verify it)")
+                claims = jwt.decode(token, options={"verify_signature": False})
+                principal = principal_from_test_claims(claims, now)
+    except TokenError as exc:
+        print(f"decision: deny ({exc.reason.value}): the token is refused: {exc}")
+        return EXIT_FAILED
+    except (OSError, ValueError, yaml.YAMLError, jwt.PyJWTError, ConfigError) as exc:
+        print(f"ztauthz explain: cannot read the token or claims: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    explanation = explain(compiled, request, principal, now)
+    if args.json:
+        print(json.dumps(_as_json(explanation), indent=2))
+    else:
+        print(render_text(explanation, principal, now), end="")
+    return EXIT_OK if explanation.verdict.allow else EXIT_FAILED
+
+
+def _as_json(explanation: Any) -> dict[str, Any]:
+    verdict = explanation.verdict
+    return {
+        "decision": "allow" if verdict.allow else "deny",
+        "reason": verdict.reason.value,
+        "rule": verdict.rule_id,
+        "policy": verdict.policy,
+        "grants": list(verdict.grants),
+        "policy_version": explanation.policy_version,
+        "rules": [
+            {
+                "id": t.rule.id,
+                "effect": t.rule.effect,
+                "where": f"{t.rule.file}:{t.rule.line}",
+                "matched": t.matched,
+                "applies": t.applies,
+                "checks": [{"check": c.label, "ok": c.ok, "note": c.note} for c in t.checks],
+            }
+            for t in explanation.traces
+        ],
+    }
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--grant-max-duration",
+        type=_max_duration,
+        default=DEFAULT_GRANT_MAX_DURATION,
+        metavar="DURATION",
+        help="the longest a grant may last (as grants.max_duration; default 8h)",
+    )
+    parser.add_argument(
+        "--now",
+        type=_moment,
+        default=None,
+        metavar="TIME",
+        help="decide as of this RFC 3339 time (default: now)",
+    )
+
+
+def add_policy_commands(
+    policy_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    check = policy_sub.add_parser("check", help="validate and lint a policy directory")
+    check.add_argument("dir", help="policy directory")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
+    _common(check)
+    check.set_defaults(func=cmd_check)
+
+    test = policy_sub.add_parser("test", help="run the *_test.yaml cases of a policy directory")
+    test.add_argument("dir", help="policy directory")
+    test.add_argument("--run", metavar="REGEX", help="only cases whose suite/name matches")
+    test.add_argument("-v", "--verbose", action="store_true", help="show passing outcomes")
+    _common(test)
+    test.set_defaults(func=cmd_test)
+
+    explain = sub.add_parser("explain", help="decide one request and show, rule by rule, why")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--host", default="api.example.com")
+    explain.add_argument("--path", required=True, help="the original path (query included)")
+    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
+    who = explain.add_mutually_exclusive_group()
+    who.add_argument("--token", help="a bearer token (verified only with --config)")
+    who.add_argument("--token-file", help="a file holding the bearer token")
+    who.add_argument("--claims", help="a JSON or YAML file of (already verified) claims")
+    explain.add_argument("--policies", help="policy directory (default: the one in --config)")
+    explain.add_argument("--config", help="ztauthz configuration: its policies and issuers")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(explain)
+    explain.set_defaults(func=cmd_explain)

@@ -1,0 +1,188 @@
+"""Prometheus metrics of one Runtime, in its own registry (no process-global state).
+
+Every label value comes from a closed set: decisions, reason codes, transports, configured issuer
+URLs, outcomes and event names. Never a subject, a path or anything else a client chooses.
+The series of the closed sets are created up front, so a scrape shows explicit zeros.
+
+The per-check work is two dict lookups and two increments (label children are cached).
+Gauges about the current state (compiled rules, key age, build info) are computed at scrape
+time by a collector, so nothing has to remember to update them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from app import __version__
+from app.reasons import Reason, status_of
+
+TRANSPORTS: Final = ("http", "grpc")
+OTHER: Final = "other"
+OUTCOMES: Final = ("success", "failure")
+# Sub-millisecond is the normal case (keys cached, CPU only); the tail shows up in the top buckets.
+DURATION_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+# Failures of token verification: every token_* code except "there was no token at all".
+TOKEN_FAILURES: Final = frozenset(
+    r for r in Reason if r.value.startswith("token_") and r is not Reason.TOKEN_MISSING
+) | {Reason.KEYS_UNAVAILABLE}
+
+
+def decision_label(reason: Reason) -> str:
+    return "allow" if status_of(reason) == 200 else "deny"
+
+
+def transport_label(transport: str) -> str:
+    return transport if transport in TRANSPORTS else OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """What the state gauges read at scrape time."""
+
+    policy_version: str
+    rules: int
+    key_ages: Mapping[str, float]  # issuer -> seconds since its keys were last fetched
+
+
+class _StateCollector:
+    def __init__(self, view: Callable[[], StateView]) -> None:
+        self._view = view
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._view())
+
+    @staticmethod
+    def _families(view: StateView | None = None) -> list[Metric]:
+        rules = GaugeMetricFamily(
+            "ztauthz_policy_rules", "Compiled policy rules in the active policy set."
+        )
+        info = GaugeMetricFamily(
+            "ztauthz_build_info",
+            "Always 1; the labels name the running version and the active policy version.",
+            labels=["version", "policy_version"],
+        )
+        age = GaugeMetricFamily(
+            "ztauthz_jwks_key_age_seconds",
+            "Seconds since the issuer's signing keys were last fetched successfully "
+            "(absent until the first success).",
+            labels=["issuer"],
+        )
+        if view is not None:
+            rules.add_metric([], view.rules)
+            info.add_metric([__version__, view.policy_version], 1)
+            for issuer, seconds in sorted(view.key_ages.items()):
+                age.add_metric([issuer], max(0.0, seconds))
+        return [rules, info, age]
+
+
+class Metrics:
+    """The instruments. ``registry`` is what /metrics exposes."""
+
+    def __init__(self, issuers: Sequence[str] = (), registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "ztauthz_decisions",
+            "Checks decided, by decision, reason code and transport.",
+            ["decision", "reason", "transport"],
+            registry=r,
+        )
+        self.check_duration = Histogram(
+            "ztauthz_check_duration_seconds",
+            "Time to decide one check, from the transport's call to the decision.",
+            ["transport"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.token_failures = Counter(
+            "ztauthz_token_failures",
+            "Tokens refused by verification, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.jwks_refreshes = Counter(
+            "ztauthz_jwks_refresh",
+            "JWKS fetches, by issuer and outcome (success, failure).",
+            ["issuer", "outcome"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "ztauthz_policy_reloads",
+            "Policy reloads, by outcome (success, failure: the previous policies stay).",
+            ["outcome"],
+            registry=r,
+        )
+        self.decision_log_dropped = Counter(
+            "ztauthz_decision_log_dropped",
+            "Decision log lines dropped because the writer queue was full or writing failed.",
+            registry=r,
+        )
+        self.events = Counter(
+            "ztauthz_events",
+            "Discrete changes (configuration loaded, keys rotated, ...), by event name.",
+            ["event"],
+            registry=r,
+        )
+        self._checks: dict[tuple[Reason, str], tuple[Counter, Histogram]] = {}
+        self._token_failures: dict[Reason, Counter] = {}
+        for transport in TRANSPORTS:
+            for reason in Reason:
+                self._check_children(reason, transport)
+        for reason in TOKEN_FAILURES:
+            self._token_failures[reason] = self.token_failures.labels(reason.value)
+        for issuer in issuers:
+            for outcome in OUTCOMES:
+                self.jwks_refreshes.labels(issuer, outcome)
+        for outcome in OUTCOMES:
+            self.policy_reloads.labels(outcome)
+
+    def _check_children(self, reason: Reason, transport: str) -> tuple[Counter, Histogram]:
+        label = transport_label(transport)
+        children = (
+            self.decisions.labels(decision_label(reason), reason.value, label),
+            self.check_duration.labels(label),
+        )
+        self._checks[(reason, transport)] = children
+        return children
+
+    def observe_check(self, reason: Reason, transport: str, seconds: float) -> None:
+        children = self._checks.get((reason, transport))
+        if children is None:
+            children = self._check_children(reason, transport)
+        children[0].inc()
+        children[1].observe(seconds)
+        failure = self._token_failures.get(reason)
+        if failure is not None:
+            failure.inc()
+
+    def jwks_refreshed(self, issuer: str, ok: bool) -> None:
+        self.jwks_refreshes.labels(issuer, OUTCOMES[0] if ok else OUTCOMES[1]).inc()
+
+    def event(self, name: str) -> None:
+        self.events.labels(name).inc()
+
+    def watch_state(self, view: Callable[[], StateView]) -> None:
+        """Expose the gauges computed from ``view`` (called at every scrape)."""
+        self.registry.register(_StateCollector(view))
