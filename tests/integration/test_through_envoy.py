@@ -445,7 +445,7 @@ def test_ztauthz_that_cannot_decide_is_an_error_for_envoy_never_an_allow(
     )
     # HTTP: 503 with the reason; gRPC: the RPC fails UNAVAILABLE with the reason as details.
     assert direct.status == {"http": 503, "grpc": "UNAVAILABLE"}[transport]
-    assert direct.reason in {Reason.KEYS_UNAVAILABLE.value, Reason.NOT_READY.value}
+    assert direct.reason == Reason.KEYS_UNAVAILABLE.value
     # Envoy treats either as a failed check: with failure_mode_allow false it answers
     # status_on_error (503) itself, without ztauthz's body.
     reply = _through(broken.keyless_envoy, "/invoices", bearer)

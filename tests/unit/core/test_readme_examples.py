@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-SOURCES = [ROOT / "README.md", ROOT / ".helpers" / "readme-issue4.md"]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```yaml\n# (docs/examples/\S+)\n(.*?)```", re.DOTALL)
 
 
 def examples() -> list[tuple[str, str, str]]:
-    found = []
-    for source in SOURCES:
-        if source.is_file():
-            for match in BLOCK.finditer(source.read_text(encoding="utf-8")):
-                found.append((source.name, match.group(1), match.group(2)))
-    return found
+    text = README.read_text(encoding="utf-8")
+    return [(README.name, m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
 
 
 def test_the_readme_shows_the_examples() -> None:

@@ -229,7 +229,7 @@ async def test_cannot_decide_fails_the_rpc_so_envoy_refuses(issuer: str) -> None
             await svc.check("GET", "/invoices", {"authorization": f"Bearer {svc.token()}"})
         logged = svc.decisions()
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert failed.value.details() in {"keys_unavailable", "not_ready"}
+    assert failed.value.details() == "keys_unavailable"
     assert [d["status"] for d in logged] == [503]
 
 
