@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean
+.PHONY: demo test lint typecheck unit integration interop venv npm clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ lint: $(STAMP)
 
 test: $(STAMP) npm lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
+# bench extra, starts everything on loopback, prints the table and writes bench/results/.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ EXIT_CONFIG = 2
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from app.main import serve
+    from app.main import event_loop_factory, serve
     from app.policy.loader import PolicyLoadError
     from app.settings import ConfigError, load_settings
     from app.telemetry.logging import configure_logging
@@ -30,7 +30,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_level)  # JSON lines on stderr; decisions go to stdout
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve(settings))
     except ConfigError as exc:  # found while building telemetry (OTEL_*, subject hash key)
         print(f"ztauthz: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG

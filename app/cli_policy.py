@@ -200,7 +200,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"ztauthz explain: invalid configuration:\n{exc}", file=sys.stderr)
             return EXIT_INVALID
         policies_dir = settings.policies
-        options = LoadOptions(grant_max_duration=settings.grants.max_duration.total_seconds())
+        options = LoadOptions(
+            grant_max_duration=settings.grants.max_duration.total_seconds(),
+            networks=frozenset(settings.evidence.networks),
+        )
     problems, compiled = compile_policy_dir(policies_dir, options)
     if compiled is None:
         _print_problems([p for p in problems if p.severity == "error"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.evidence.model import Evidence
 from app.identity.principal import Principal
 from app.policy.model import StepUp
 from app.reasons import Reason, status_of
@@ -32,6 +33,7 @@ class Decision:
     dry_run: DryRun | None = None  # set when some policy runs in dry-run mode
     candidate: DryRun | None = None  # what the candidate policy directory would have decided
     step_up: StepUp | None = None  # the RFC 9470 challenge's parameters (step-up authentication)
+    evidence: Evidence | None = None  # what was gathered (None: no evidence source configured)
 
     @property
     def status(self) -> int:

@@ -40,11 +40,24 @@ class Reason(StrEnum):
     OUTSIDE_TIME_WINDOW = "outside_time_window"
     CONDITION_NOT_MET = "condition_not_met"
     CONDITION_ERROR = "condition_error"
+    # 403: evidence (device posture, location, workload identity) a rule requires is missing or
+    # does not hold
+    DEVICE_MISSING = "device_missing"
+    DEVICE_INVALID = "device_invalid"
+    DEVICE_UNBOUND = "device_unbound"
+    DEVICE_STALE = "device_stale"
+    DEVICE_NONCOMPLIANT = "device_noncompliant"
+    CLIENT_IP_UNKNOWN = "client_ip_unknown"
+    COUNTRY_UNKNOWN = "country_unknown"
+    LOCATION_DENIED = "location_denied"
+    LOCATION_MISMATCH = "location_mismatch"
+    NETWORK_DENIED = "network_denied"
+    WORKLOAD_MISSING = "workload_missing"
+    WORKLOAD_DENIED = "workload_denied"
     # 400: the request cannot be matched safely
     PATH_REJECTED = "path_rejected"
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
-    NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -59,9 +72,20 @@ _STATUS: dict[Reason, int] = {
     Reason.OUTSIDE_TIME_WINDOW: 403,
     Reason.CONDITION_NOT_MET: 403,
     Reason.CONDITION_ERROR: 403,
+    Reason.DEVICE_MISSING: 403,
+    Reason.DEVICE_INVALID: 403,
+    Reason.DEVICE_UNBOUND: 403,
+    Reason.DEVICE_STALE: 403,
+    Reason.DEVICE_NONCOMPLIANT: 403,
+    Reason.CLIENT_IP_UNKNOWN: 403,
+    Reason.COUNTRY_UNKNOWN: 403,
+    Reason.LOCATION_DENIED: 403,
+    Reason.LOCATION_MISMATCH: 403,
+    Reason.NETWORK_DENIED: 403,
+    Reason.WORKLOAD_MISSING: 403,
+    Reason.WORKLOAD_DENIED: 403,
     Reason.PATH_REJECTED: 400,
     Reason.KEYS_UNAVAILABLE: 503,
-    Reason.NOT_READY: 503,
     Reason.INTERNAL_ERROR: 503,
 }
 
@@ -89,9 +113,20 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.OUTSIDE_TIME_WINDOW: "this request is not allowed at this time",
     Reason.CONDITION_NOT_MET: "a policy condition does not hold for this request",
     Reason.CONDITION_ERROR: "a policy condition could not be evaluated; the request is denied",
+    Reason.DEVICE_MISSING: "this request needs evidence about the device it comes from",
+    Reason.DEVICE_INVALID: "the device token is invalid",
+    Reason.DEVICE_UNBOUND: "the device token is not bound to the identity token",
+    Reason.DEVICE_STALE: "the device evidence is too old",
+    Reason.DEVICE_NONCOMPLIANT: "the device does not meet the required posture",
+    Reason.CLIENT_IP_UNKNOWN: "the client address cannot be determined",
+    Reason.COUNTRY_UNKNOWN: "the country of the request cannot be determined",
+    Reason.LOCATION_DENIED: "requests from this location are not allowed",
+    Reason.LOCATION_MISMATCH: "the claimed location does not match the network location",
+    Reason.NETWORK_DENIED: "requests from this network are not allowed",
+    Reason.WORKLOAD_MISSING: "this request needs a workload identity (mTLS client certificate)",
+    Reason.WORKLOAD_DENIED: "this workload is not allowed",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
-    Reason.NOT_READY: "the authorization service is not ready",
     Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",
     Reason.ALLOWED: "allowed",
     Reason.ALLOWED_ANONYMOUS: "allowed without identity",

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+_NOTHING: Mapping[str, object] = MappingProxyType({})  # read-only: one shared empty mapping
+
 
 def _no_strings() -> Mapping[str, str]:
-    return MappingProxyType({})
+    return _NOTHING  # type: ignore[return-value]
 
 
 def _no_metadata() -> Mapping[str, Mapping[str, object]]:
-    return MappingProxyType({})
+    return _NOTHING  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ from types import TracebackType
 
 import httpx
 
+from app.evidence.gather import EvidenceGatherer, build_gatherer
 from app.identity.jwks import KeySource
+from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
@@ -31,10 +33,14 @@ class RuntimeState:
     verifier: TokenVerifier
     policies: CompiledPolicies
     candidate: CompiledPolicies | None = None  # evaluated beside the live policies, not enforced
+    evidence: EvidenceGatherer | None = None  # None: no evidence source is configured
 
 
 def load_options(settings: Settings) -> LoadOptions:
-    return LoadOptions(grant_max_duration=settings.grants.max_duration.total_seconds())
+    return LoadOptions(
+        grant_max_duration=settings.grants.max_duration.total_seconds(),
+        networks=frozenset(settings.evidence.networks),
+    )
 
 
 class Runtime:
@@ -68,11 +74,22 @@ class Runtime:
         )
         self.state = RuntimeState(
             settings=settings,
-            verifier=TokenVerifier(settings.issuers, self._sources, settings.token.max_bytes),
+            verifier=TokenVerifier(
+                settings.issuers,
+                self._sources,
+                settings.token.max_bytes,
+                TokenCache(settings.token.cache_size) if settings.token.cache_size else None,
+            ),
             policies=self._policies,
             candidate=self._candidate,
+            evidence=build_gatherer(
+                settings, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
+            ),
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
+        token_cache = self.state.verifier.cache
+        if token_cache is not None:
+            self.telemetry.metrics.watch_token_cache(token_cache.stats)
 
     def replace_policies(
         self, policies: CompiledPolicies, candidate: CompiledPolicies | None
@@ -93,6 +110,8 @@ class Runtime:
         self.telemetry.start()
         for source in self._sources.values():
             await source.start()
+        if self.state.evidence is not None:
+            await self.state.evidence.start()
         self.telemetry.events.emit(
             Event.CONFIG_LOADED,
             policy_version=self._policies.version,
@@ -109,5 +128,7 @@ class Runtime:
     ) -> None:
         for source in self._sources.values():
             await source.aclose()
+        if self.state.evidence is not None:
+            await self.state.evidence.aclose()
         await self._client.aclose()
         self.telemetry.close()

@@ -92,19 +92,19 @@ class _Builder:
 
 def parse_documents(text: str, file: str) -> list[Located]:
     """Every document in ``text`` (named ``file`` in errors), with line information."""
+    documents = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        # One document's node tree at a time: a large file never holds every node at once.
+        for node in yaml.compose_all(text, Loader=_Loader):
+            builder = _Builder(file)
+            data = builder.build(node, ())
+            documents.append(Located(data, builder.lines, file, node.start_mark.line + 1))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise YamlError(file, line, f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise YamlError(file, 1, f"invalid YAML: {exc}") from None
-    documents = []
-    for node in nodes:
-        builder = _Builder(file)
-        data = builder.build(node, ())
-        documents.append(Located(data, builder.lines, file, node.start_mark.line + 1))
     return documents
 
 

@@ -19,6 +19,20 @@ EXIT_USAGE = 2
 DEFAULT_KEYS = Path(".dev/keys")
 DEFAULT_ISSUER_PORT = 9400
 DEFAULT_UPSTREAM_PORT = 8081
+DEFAULT_DEVICE_KEYS = Path(".dev/device-keys")
+DEFAULT_DEVICE_ISSUER_PORT = 9401
+POSTURE = frozenset(
+    {
+        "managed",
+        "compliant",
+        "disk_encrypted",
+        "screen_lock",
+        "risk_score",
+        "os_name",
+        "os_version",
+        "country",
+    }
+)
 STACK_MODULE = "app.dev.stack"
 
 
@@ -32,6 +46,7 @@ def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     commands = dev.add_subparsers(dest="dev_command", required=True)
     _add_issuer(commands)
     _add_token(commands)
+    _add_device_token(commands)
     _add_upstream(commands)
     _add_stack(commands)
 
@@ -77,7 +92,37 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--drop-claim", action="append", default=[], metavar="NAME", help="remove a claim"
     )
+    parser.add_argument("--device-id", help="device_id claim (what binds a device token)")
+    parser.add_argument("--country", help="country claim: a signed location (e.g. DE)")
     parser.set_defaults(func=_cmd_token)
+
+
+def _add_device_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "device-token",
+        help="print a signed dev device attestation token (as an MDM would issue)",
+        description="Mint a device attestation token (sub = the device id) signed with the dev "
+        "device provider's keys; send it in x-device-token beside an identity token whose "
+        "device_id claim names the same device. Prints only the token.",
+    )
+    parser.add_argument("--keys", type=Path, default=DEFAULT_DEVICE_KEYS, help="keys directory")
+    parser.add_argument(
+        "--issuer", default=f"http://127.0.0.1:{DEFAULT_DEVICE_ISSUER_PORT}", help="iss claim"
+    )
+    parser.add_argument("--aud", action="append", required=True, help="aud (repeatable)")
+    parser.add_argument("--device-id", required=True, help="sub claim: the device id")
+    parser.add_argument(
+        "--posture",
+        action="append",
+        type=_claim,
+        default=[],
+        metavar="NAME=VALUE",
+        help="posture claim (repeatable): managed, compliant, disk_encrypted, screen_lock "
+        "(true/false), risk_score, os_name, os_version, country; VALUE is JSON if it parses",
+    )
+    parser.add_argument("--alg", choices=("RS256", "ES256"), default="ES256")
+    parser.add_argument("--ttl", type=_duration, default=300.0, help="lifetime, e.g. 5m (5m)")
+    parser.set_defaults(func=_cmd_device_token)
 
 
 def _add_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,9 +191,10 @@ def _cmd_issuer(args: argparse.Namespace) -> int:
 
 def _cmd_token(args: argparse.Namespace) -> int:
     from app.dev.keys import DevKeyError, DevKeys
-    from app.dev.tokens import DROP, mint
+    from app.dev.tokens import DROP, identity_device_claims, mint
 
-    extra: dict[str, Any] = dict(args.claim)
+    extra: dict[str, Any] = identity_device_claims(args.device_id, country=args.country)
+    extra.update(dict(args.claim))
     extra.update(dict.fromkeys(args.drop_claim, DROP))
     try:
         keys = DevKeys.load_or_create(args.keys)
@@ -165,6 +211,31 @@ def _cmd_token(args: argparse.Namespace) -> int:
         )
     except (DevKeyError, ValueError, TypeError) as exc:
         return _fail("token", exc)
+    print(token)
+    return EXIT_OK
+
+
+def _cmd_device_token(args: argparse.Namespace) -> int:
+    from app.dev.keys import DevKeyError, DevKeys
+    from app.dev.tokens import mint_device_token
+
+    posture: dict[str, Any] = dict(args.posture)
+    unknown = sorted(set(posture) - POSTURE)
+    if unknown:
+        return _fail("device-token", ValueError(f"unknown posture claim(s) {unknown}"))
+    try:
+        keys = DevKeys.load_or_create(args.keys)
+        token = mint_device_token(
+            keys,
+            alg=args.alg,
+            issuer=args.issuer,
+            audience=args.aud[0] if len(args.aud) == 1 else list(args.aud),
+            device_id=args.device_id,
+            ttl=args.ttl,
+            **posture,
+        )
+    except (DevKeyError, ValueError, TypeError) as exc:
+        return _fail("device-token", exc)
     print(token)
     return EXIT_OK
 

@@ -6,7 +6,9 @@ Everything is found by name, and any change of shape in the shipped file is repo
 being papered over, so the tests can never silently drift from what operators deploy.
 
 The one addition on request is TLS on the listener (``DownstreamTls``), which the shipped files
-leave to the deployment: the tests use it to run Envoy with required client certificates.
+leave to the deployment: the tests use it to run Envoy with required client certificates. A
+shipped file that already terminates TLS (envoy-mtls.yaml) keeps its TLS settings; only its
+certificate files are replaced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import yaml
 
 SHIPPED_ENVOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "envoy" / "envoy.yaml"
 SHIPPED_ENVOY_GRPC_CONFIG = SHIPPED_ENVOY_CONFIG.with_name("envoy-grpc.yaml")
+# HTTP ext_authz behind an mTLS listener that sets x-forwarded-client-cert (SANITIZE_SET).
+SHIPPED_ENVOY_MTLS_CONFIG = SHIPPED_ENVOY_CONFIG.with_name("envoy-mtls.yaml")
 
 Transport = Literal["http", "grpc"]
 TRANSPORTS: tuple[Transport, ...] = ("http", "grpc")
@@ -209,8 +213,27 @@ def render_envoy_config(
             f"shipped Envoy config changed shape: ext_authz must use cluster {AUTHZ_CLUSTER!r}"
         )
     if tls is not None:
-        _filter_chain(listener)["transport_socket"] = tls.transport_socket()
+        chain = _filter_chain(listener)
+        if "transport_socket" in chain:
+            _set_tls_files(chain["transport_socket"], tls)
+        else:
+            chain["transport_socket"] = tls.transport_socket()
     return config
+
+
+def _set_tls_files(socket: Any, tls: DownstreamTls) -> None:
+    """Point a shipped DownstreamTlsContext at other certificate files, changing nothing else."""
+    context = _get(_get(socket, "typed_config", "TLS typed_config"), "common_tls_context", "TLS")
+    certificates = _get(context, "tls_certificates", "tls_certificates")
+    if not isinstance(certificates, list) or len(certificates) != 1:
+        raise EnvoyConfigError("shipped Envoy config changed shape: expected one TLS certificate")
+    _get(certificates[0], "certificate_chain", "certificate_chain")["filename"] = str(
+        tls.certificate_chain
+    )
+    _get(certificates[0], "private_key", "private_key")["filename"] = str(tls.private_key)
+    if tls.client_ca is not None:
+        validation = _get(context, "validation_context", "TLS validation_context")
+        _get(validation, "trusted_ca", "trusted_ca")["filename"] = str(tls.client_ca)
 
 
 def write_envoy_config(

@@ -1,8 +1,11 @@
 """``ztauthz dev stack``: the whole local demo on loopback, started and stopped as one.
 
-It starts the dev OIDC issuer, the echo upstream, ``ztauthz serve`` and Envoy running the
-shipped bootstrap (deploy/envoy/envoy.yaml, only re-ported), waits until each is ready, then
-prints curl commands for an allowed, an unauthenticated (401) and a forbidden (403) request.
+It starts the dev OIDC issuer, a dev device-trust provider (a second issuer, for device
+attestation tokens), the echo upstream, ``ztauthz serve``, Envoy running the shipped bootstrap
+(deploy/envoy/envoy.yaml, only re-ported) and a second Envoy with an mTLS listener
+(deploy/envoy/envoy-mtls.yaml, with a generated dev CA and certificates), waits until each is
+ready, then prints curl commands for an allowed, an unauthenticated (401), a forbidden (403) and
+a workload (mTLS, no token) request.
 Ctrl-C (or SIGTERM) stops everything in reverse order. ``--check`` sends the three requests
 itself and exits 0 only if each got the expected answer.
 
@@ -14,12 +17,14 @@ The integration tests start the same stack through ``start_stack``.
 from __future__ import annotations
 
 import argparse
+import copy
 import http.client
 import json
 import os
 import shlex
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -33,12 +38,15 @@ import yaml
 
 from app.dev.envoy import (
     SHIPPED_ENVOY_CONFIG,
+    SHIPPED_ENVOY_MTLS_CONFIG,
+    DownstreamTls,
     EnvoyConfigError,
     EnvoyNotFound,
     envoy_command,
     write_envoy_config,
 )
 from app.dev.keys import DevKeyError, DevKeys
+from app.dev.pki import DEMO_WORKLOAD_ID, DevPki, make_dev_pki
 from app.dev.procs import HttpReady, ManagedProcess, ProcessError, ProcessGroup, free_port
 from app.dev.tokens import mint
 
@@ -59,6 +67,9 @@ class Ports:
     admin: int = 9100
     issuer: int = 9400
     upstream: int = 8081
+    envoy_mtls: int = 10443  # the mTLS listener (workload identity)
+    envoy_mtls_admin: int = 9902
+    device_issuer: int = 9401  # the dev device-trust provider (device attestation tokens)
 
     def resolved(self) -> Ports:
         """The same ports with each 0 replaced by a distinct free port."""
@@ -78,7 +89,7 @@ class Ports:
 
     @classmethod
     def ephemeral(cls) -> Ports:
-        return cls(0, 0, 0, 0, 0, 0).resolved()
+        return cls(**{f.name: 0 for f in fields(cls)}).resolved()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +104,17 @@ class Stack:
     config_path: Path
     envoy_config_path: Path
     policies: Path
+    pki: DevPki | None = None  # with the mTLS listener
+    device_keys: DevKeys | None = None  # with the device provider
+    device_issuer_url: str | None = None
 
     @property
     def envoy_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.envoy}"
+
+    @property
+    def envoy_mtls_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.ports.envoy_mtls}"
 
     @property
     def check_url(self) -> str:
@@ -123,11 +141,18 @@ def ztauthz_command() -> list[str]:
 
 
 def demo_config() -> dict[str, Any]:
-    """The ztauthz configuration of the demo (ports and issuer URL are set by bind_config)."""
+    """The ztauthz configuration of the demo (ports and issuer URLs are set by bind_config).
+
+    Evidence: Envoy is the edge (its peer is the client); the dev issuer's tokens may name a
+    device (``device_id``, ``device.managed``, ``device.compliant``) and a country; the dev
+    device provider's attestation tokens arrive in ``x-device-token``; the mTLS Envoy sets
+    ``x-forwarded-client-cert`` (SANITIZE_SET), so workload identities are believed over HTTP.
+    """
+    issuer = f"http://{LOOPBACK}:9400"
     return {
         "issuers": [
             {
-                "issuer": f"http://{LOOPBACK}:9400",
+                "issuer": issuer,
                 "discovery": True,
                 "audiences": [AUDIENCE],
                 "algorithms": ["RS256", "ES256"],
@@ -135,15 +160,48 @@ def demo_config() -> dict[str, Any]:
                 "leeway": "30s",
             }
         ],
+        "evidence": {
+            "client_ip": {},
+            "token_claims": [
+                {
+                    "issuer": issuer,
+                    "device": {
+                        "id": "device_id",
+                        "managed": "device.managed",
+                        "compliant": "device.compliant",
+                    },
+                    "country": "country",
+                }
+            ],
+            "device_token": {
+                "provider": {
+                    "issuer": f"http://{LOOPBACK}:9401",
+                    "audiences": [AUDIENCE],
+                    "algorithms": ["ES256", "RS256"],
+                    "max_token_lifetime": "1h",
+                },
+                "max_age": "10m",
+            },
+            "client_certificate": {"envoy_forward_client_cert_details": "SANITIZE_SET"},
+        },
         "log_level": "info",
     }
 
 
 def bind_config(
-    base: Mapping[str, Any], *, ports: Ports, issuer_url: str, policies: Path
+    base: Mapping[str, Any],
+    *,
+    ports: Ports,
+    issuer_url: str,
+    policies: Path,
+    device_issuer_url: str | None = None,
 ) -> dict[str, Any]:
-    """``base`` with the listeners, the (first) issuer's URL and the policy directory set."""
-    config = dict(base)
+    """``base`` with the listeners, the (first) issuer's URL and the policy directory set.
+
+    Evidence settings follow the URLs: ``token_claims`` entries for the first issuer's original
+    URL get the new one, and the device provider gets ``device_issuer_url`` when given.
+    """
+    config = copy.deepcopy(dict(base))
     config["server"] = {
         "check": {"host": LOOPBACK, "port": ports.check, "path_prefix": "/check"},
         "admin": {"host": LOOPBACK, "port": ports.admin},
@@ -151,9 +209,18 @@ def bind_config(
     issuers = [dict(i) for i in config.get("issuers", [])]
     if not issuers:
         raise ValueError("the base configuration must list at least one issuer")
+    original = issuers[0].get("issuer")
     issuers[0]["issuer"] = issuer_url
     config["issuers"] = issuers
     config["policies"] = str(policies.resolve())
+    evidence = config.get("evidence")
+    if isinstance(evidence, dict):
+        for entry in evidence.get("token_claims", []):
+            if isinstance(entry, dict) and entry.get("issuer") == original:
+                entry["issuer"] = issuer_url
+        device_token = evidence.get("device_token")
+        if device_issuer_url is not None and isinstance(device_token, dict):
+            device_token.setdefault("provider", {})["issuer"] = device_issuer_url
     return config
 
 
@@ -182,10 +249,15 @@ def start_stack(
     envoy_template: Path = SHIPPED_ENVOY_CONFIG,
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 30.0,
+    mtls: bool = False,
+    device_issuer: bool = False,
 ) -> Stack:
     """Start issuer, upstream, Envoy and ``ztauthz serve`` in ``group``; return once all are ready.
 
-    The caller's ``with group:`` block stops them (also if this function fails half-way).
+    ``mtls`` adds a second Envoy running envoy-mtls.yaml on ``ports.envoy_mtls`` with a dev PKI
+    generated in ``workdir/pki``; ``device_issuer`` adds a dev device-trust provider (its own
+    keys in ``workdir/device-keys``) on ``ports.device_issuer``. The caller's ``with group:``
+    block stops them (also if this function fails half-way).
     """
     ports = ports.resolved()
     _check_free(ports)
@@ -193,9 +265,17 @@ def start_stack(
     keys_dir = workdir / "keys"
     keys = DevKeys.load_or_create(keys_dir)
     issuer_url = f"http://{LOOPBACK}:{ports.issuer}"
+    device_keys_dir = workdir / "device-keys"
+    device_keys = DevKeys.load_or_create(device_keys_dir) if device_issuer else None
+    device_issuer_url = f"http://{LOOPBACK}:{ports.device_issuer}" if device_issuer else None
+    pki = make_dev_pki(workdir / "pki") if mtls else None
     config_path = workdir / "ztauthz.yaml"
     bound = bind_config(
-        config or demo_config(), ports=ports, issuer_url=issuer_url, policies=policies
+        config or demo_config(),
+        ports=ports,
+        issuer_url=issuer_url,
+        policies=policies,
+        device_issuer_url=device_issuer_url,
     )
     config_path.write_text(
         "# Generated by `ztauthz dev stack`; edit the source, not this file.\n"
@@ -219,6 +299,9 @@ def start_stack(
         config_path=config_path,
         envoy_config_path=envoy_config,
         policies=policies,
+        pki=pki,
+        device_keys=device_keys,
+        device_issuer_url=device_issuer_url,
     )
     child_env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     ztauthz = ztauthz_command()
@@ -253,8 +336,36 @@ def start_stack(
     serve = process(
         "ztauthz", [*ztauthz, "serve", "--config", str(config_path)], f"{stack.admin_url}/readyz"
     )
-    # Envoy does not need ztauthz to start; ztauthz needs the issuer's keys to become ready.
-    group.start(issuer, upstream, envoy)
+    extra: list[ManagedProcess] = []
+    if pki is not None:
+        mtls_config = write_envoy_config(
+            workdir / "envoy-mtls.yaml",
+            template=SHIPPED_ENVOY_MTLS_CONFIG,
+            listen_port=ports.envoy_mtls,
+            admin_port=ports.envoy_mtls_admin,
+            authz_port=ports.check,
+            upstream_port=ports.upstream,
+            tls=DownstreamTls(pki.server.certificate, pki.server.key, client_ca=pki.ca),
+        )
+        extra.append(
+            process(
+                "envoy-mtls",
+                envoy_command(mtls_config),
+                f"http://{LOOPBACK}:{ports.envoy_mtls_admin}/ready",
+            )
+        )
+    if device_issuer_url is not None:
+        device_argv = [*ztauthz, "dev", "issuer", "--keys", str(device_keys_dir)]
+        device_argv += ["--host", LOOPBACK, "--port", str(ports.device_issuer)]
+        extra.append(
+            process(
+                "device-issuer",
+                device_argv,
+                f"{device_issuer_url}/.well-known/openid-configuration",
+            )
+        )
+    # Envoy does not need ztauthz to start; ztauthz needs the issuers' keys to become ready.
+    group.start(issuer, upstream, envoy, *extra)
     group.start(serve)
     return stack
 
@@ -271,6 +382,7 @@ class DemoRequest:
     token: str | None
     expect_status: int
     expect_reason: str | None = None
+    workload: bool = False  # sent over the mTLS listener with the demo workload's certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +448,21 @@ def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
             403,
             "denied_by_rule",
         ),
+        *(
+            []
+            if stack.pki is None
+            else [
+                DemoRequest(
+                    "",
+                    f"workload: {DEMO_WORKLOAD_ID} (mTLS, no token) reads invoices",
+                    "GET",
+                    "/invoices",
+                    None,
+                    200,
+                    workload=True,
+                )
+            ]
+        ),
     ]
 
 
@@ -360,9 +487,36 @@ def http_request(
         conn.close()
 
 
+def https_request(
+    port: int,
+    pki: DevPki,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    client: tuple[Path, Path] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One HTTPS request to the mTLS listener, trusting the dev CA, presenting ``client``
+    (certificate and key files; the demo workload's by default)."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    certificate, key = client or (pki.workload.certificate, pki.workload.key)
+    context.load_cert_chain(certificate, key)
+    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=timeout)
+    try:
+        conn.request(method, path, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
+
+
 def send(stack: Stack, request: DemoRequest) -> Reply:
-    """Send a demo request through Envoy."""
+    """Send a demo request through Envoy (the mTLS one for workload requests)."""
     headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
+    if request.workload and stack.pki is not None:
+        return https_request(stack.ports.envoy_mtls, stack.pki, request.method, request.path)
     return http_request(stack.ports.envoy, request.method, request.path, headers)
 
 
@@ -375,8 +529,9 @@ def problems(request: DemoRequest, reply: Reply) -> list[str]:
     body = reply.json()
     if request.expect_status == 200:
         upstream_headers = body.get("headers", {}) if isinstance(body, dict) else {}
-        if not upstream_headers.get("x-auth-subject"):
-            found.append("the upstream did not receive x-auth-subject")
+        identity = "x-auth-workload" if request.workload else "x-auth-subject"
+        if not upstream_headers.get(identity):
+            found.append(f"the upstream did not receive {identity}")
         if not upstream_headers.get("x-auth-decision-id"):
             found.append("the upstream did not receive x-auth-decision-id")
     elif request.expect_status == 401 and not reply.headers.get("www-authenticate", "").startswith(
@@ -393,10 +548,16 @@ def curl_command(stack: Stack, request: DemoRequest) -> str:
     parts = ["curl", "-sS", "-i"]
     if request.method != "GET":
         parts += ["-X", request.method]
+    base = stack.envoy_url
+    if request.workload and stack.pki is not None:
+        pki = stack.pki
+        parts += ["--cacert", str(pki.ca), "--cert", str(pki.workload.certificate)]
+        parts += ["--key", str(pki.workload.key)]
+        base = stack.envoy_mtls_url
     command = " ".join(shlex.quote(p) for p in parts)
     if request.token is not None:
         command += f' -H "Authorization: Bearer ${request.name}"'
-    return f"{command} {shlex.quote(stack.envoy_url + request.path)}"
+    return f"{command} {shlex.quote(base + request.path)}"
 
 
 def _summary(request: DemoRequest, reply: Reply) -> str:
@@ -462,8 +623,18 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with _stop_on_signals(), ProcessGroup() as group:
-            print("starting issuer, upstream, Envoy and ztauthz on 127.0.0.1 ...", file=out)
-            stack = start_stack(group, workdir=args.dir, ports=ports, policies=args.policies)
+            print(
+                "starting issuers, upstream, Envoy (plain and mTLS) and ztauthz on 127.0.0.1 ...",
+                file=out,
+            )
+            stack = start_stack(
+                group,
+                workdir=args.dir,
+                ports=ports,
+                policies=args.policies,
+                mtls=True,
+                device_issuer=True,
+            )
             requests = demo_requests(stack, now=time.time())
             if args.check:
                 return _check(stack, requests)
@@ -501,8 +672,11 @@ ztauthz demo stack is ready.
 DEVELOPMENT ONLY: the dev issuer signs with key files in {stack.workdir}/keys.
 
   Envoy          {stack.envoy_url}   (admin http://{LOOPBACK}:{p.envoy_admin})
+  Envoy (mTLS)   {stack.envoy_mtls_url}   (admin http://{LOOPBACK}:{p.envoy_mtls_admin})
   ztauthz        {stack.check_url}/check   (admin {stack.admin_url}/readyz)
   dev issuer     {stack.issuer_url}
+  device issuer  {stack.device_issuer_url}   (dev device-trust provider: device tokens)
+  dev PKI        {stack.workdir}/pki/   (CA, Envoy's certificate, the workload's certificate)
   echo upstream  {stack.upstream_url}
   policies       {stack.policies}
   logs           {stack.workdir}/logs/
@@ -522,6 +696,10 @@ Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
         "More tokens: ztauthz dev token --keys "
         f"{shlex.quote(str(stack.workdir / 'keys'))} --issuer {stack.issuer_url} "
         f"--aud {stack.audience} --sub bob --group finance --scope invoices:read\n"
+        "Device evidence: add --device-id laptop-1 to that token, and send "
+        '-H "x-device-token: $(ztauthz dev device-token --keys '
+        f"{shlex.quote(str(stack.workdir / 'device-keys'))} --issuer {stack.device_issuer_url} "
+        f'--aud {stack.audience} --device-id laptop-1)"\n'
         "Press Ctrl-C to stop everything.",
         flush=True,
     )

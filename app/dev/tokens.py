@@ -1,6 +1,8 @@
 """Mint dev access tokens, and forge bad ones for attack tests.
 
-``mint`` signs a JWT access token (RFC 9068 shape: ``typ: at+jwt``) with the dev keys. The
+``mint`` signs a JWT access token (RFC 9068 shape: ``typ: at+jwt``) with the dev keys;
+``identity_device_claims`` adds the device and location claims the demo configuration reads, and
+``mint_device_token`` signs a device attestation token as a device-trust provider would. The
 ``forge_*`` and ``tamper_*`` helpers build tokens a correct verifier must refuse: ``alg: none``,
 HS256 keyed with the RSA public key (algorithm confusion), an edited payload under the original
 signature, and a corrupted signature.
@@ -97,6 +99,85 @@ def mint(
     header = _apply({"kid": kid, "typ": typ}, headers or {})
     header.setdefault("typ", None)  # a None typ is how PyJWT is told to leave it out
     return jwt.encode(claims, key, algorithm=alg, headers=header)
+
+
+def identity_device_claims(
+    device_id: str | None = None,
+    *,
+    country: str | None = None,
+    managed: bool | None = None,
+    compliant: bool | None = None,
+    cnf_jkt: str | None = None,
+) -> dict[str, Any]:
+    """Claims an IdP puts in identity tokens about the device and location (for ``mint``'s
+    ``extra_claims``): ``device_id`` (what binds a device token), ``device.managed``,
+    ``device.compliant``, ``country``, and ``cnf.jkt`` (a key binding)."""
+    claims: dict[str, Any] = {}
+    if device_id is not None:
+        claims["device_id"] = device_id
+    device = {k: v for k, v in (("managed", managed), ("compliant", compliant)) if v is not None}
+    if device:
+        claims["device"] = device
+    if country is not None:
+        claims["country"] = country
+    if cnf_jkt is not None:
+        claims["cnf"] = {"jkt": cnf_jkt}
+    return claims
+
+
+def device_token_claims(
+    *,
+    issuer: str,
+    audience: str | list[str],
+    device_id: str,
+    managed: bool | None = True,
+    compliant: bool | None = True,
+    os_name: str | None = "macOS",
+    os_version: str | None = "14.4.1",
+    disk_encrypted: bool | None = True,
+    screen_lock: bool | None = True,
+    risk_score: float | None = 10,
+    assessed_at: float | None = None,
+    country: str | None = None,
+    ttl: float = 300,
+    now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The claims of a device attestation token: ``sub`` is the device id; posture claims are
+    left out when given as None. ``assessed_at`` (the ``posture_time`` claim) defaults to now."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": device_id,
+        "aud": list(audience) if isinstance(audience, list) else audience,
+        "iat": issued,
+        "exp": int(issued + ttl),
+        "jti": str(uuid.uuid4()),
+        "posture_time": int(issued if assessed_at is None else assessed_at),
+    }
+    posture: dict[str, Any] = {
+        "managed": managed,
+        "compliant": compliant,
+        "disk_encrypted": disk_encrypted,
+        "screen_lock": screen_lock,
+        "risk_score": risk_score,
+        "country": country,
+    }
+    claims.update({k: v for k, v in posture.items() if v is not None})
+    os_claims = {k: v for k, v in (("name", os_name), ("version", os_version)) if v is not None}
+    if os_claims:
+        claims["os"] = os_claims
+    return _apply(claims, extra_claims or {})
+
+
+def mint_device_token(
+    keys: DevKeys, *, alg: str = "ES256", headers: Mapping[str, Any] | None = None, **claims: Any
+) -> str:
+    """A signed dev device attestation token (``typ: JWT``); keyword arguments as
+    ``device_token_claims``. Sign with the device provider's keys, not the IdP's."""
+    kid, key = keys.private_key_for(alg)
+    header = _apply({"kid": kid, "typ": "JWT"}, headers or {})
+    return jwt.encode(device_token_claims(**claims), key, algorithm=alg, headers=header)
 
 
 def forge_alg_none(claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:

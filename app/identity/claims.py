@@ -16,6 +16,7 @@ from typing import Any
 from app.identity.errors import TokenError
 from app.reasons import Reason
 from app.settings import Issuer
+from app.shared import shared_names
 
 _MISSING = object()
 
@@ -54,22 +55,40 @@ def validate_aud(payload: Mapping[str, Any], accepted: Sequence[str]) -> None:
 
 def validate_exp(payload: Mapping[str, Any], now: float, leeway: float) -> float:
     exp = _number(payload, "exp")
-    if exp + leeway <= now:
-        raise TokenError(Reason.TOKEN_EXPIRED, "exp is in the past")
+    check_exp(exp, now, leeway)
     return exp
 
 
 def validate_iat(payload: Mapping[str, Any], now: float, leeway: float) -> float:
     iat = _number(payload, "iat")
-    if iat - leeway > now:
-        raise TokenError(Reason.TOKEN_NOT_YET_VALID, "iat is in the future")
+    check_iat(iat, now, leeway)
     return iat
 
 
-def validate_nbf(payload: Mapping[str, Any], now: float, leeway: float) -> None:
+def validate_nbf(payload: Mapping[str, Any], now: float, leeway: float) -> float | None:
     if "nbf" not in payload:
-        return
-    if _number(payload, "nbf") - leeway > now:
+        return None
+    nbf = _number(payload, "nbf")
+    check_nbf(nbf, now, leeway)
+    return nbf
+
+
+# The time rules on numbers already read: validate_claims applies them once, and a cached
+# verification (app/identity/token_cache.py) applies them again at every use, in this order.
+
+
+def check_exp(exp: float, now: float, leeway: float) -> None:
+    if exp + leeway <= now:
+        raise TokenError(Reason.TOKEN_EXPIRED, "exp is in the past")
+
+
+def check_iat(iat: float, now: float, leeway: float) -> None:
+    if iat - leeway > now:
+        raise TokenError(Reason.TOKEN_NOT_YET_VALID, "iat is in the future")
+
+
+def check_nbf(nbf: float | None, now: float, leeway: float) -> None:
+    if nbf is not None and nbf - leeway > now:
         raise TokenError(Reason.TOKEN_NOT_YET_VALID, "nbf is in the future")
 
 
@@ -125,8 +144,8 @@ def read_groups(payload: Mapping[str, Any], path: str) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset({value})
-    return _strings(value, "groups")
+        return shared_names(frozenset({value}))
+    return shared_names(_strings(value, "groups"))
 
 
 def read_scopes(payload: Mapping[str, Any], path: str) -> frozenset[str]:
@@ -135,8 +154,8 @@ def read_scopes(payload: Mapping[str, Any], path: str) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset(value.split())
-    return _strings(value, "scopes")
+        return shared_names(frozenset(value.split()))
+    return shared_names(_strings(value, "scopes"))
 
 
 def _strings(value: Any, what: str) -> frozenset[str]:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import jwt
@@ -59,6 +61,15 @@ class KeySource(Protocol):
         """
 
 
+@runtime_checkable
+class KeyGenerations(Protocol):
+    """A KeySource that tells when its keys change (JwksCache does): what lets a verifier
+    remember verifications safely. Sources without it are asked for the key every time."""
+
+    def key_generation(self, now: float) -> int | None:
+        """The current key set's generation, or None when there are no usable keys at ``now``."""
+
+
 # The key type (and curves) each algorithm needs: RFC 7518 §3.3-3.5, RFC 8037 §3.1.
 _KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
@@ -80,6 +91,9 @@ class KeySet:
     by_alg: Mapping[str, tuple[jwt.PyJWK, ...]]  # alg -> every usable key, with or without kid
     kids: frozenset[str]
     size: int  # how many JWKS members are usable
+    # SHA-256 over the usable members in document order: equal fingerprints, equal key sets
+    # (a refresh that fetched the same keys is no key change; see JwksCache.key_generation).
+    fingerprint: str = ""
 
     def find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         if kid is None:
@@ -148,6 +162,7 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
         raise KeyFetchError("JWKS is not a JSON object with a 'keys' list")
     by_kid: dict[tuple[str, str], jwt.PyJWK] = {}
     by_alg: dict[str, list[jwt.PyJWK]] = {}
+    members: list[Any] = []
     skipped = used = 0
     for jwk in document["keys"]:
         reason = _skip_reason(jwk)
@@ -158,6 +173,7 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
             logger.debug("ignoring JWKS key kid=%r: %s", _kid_of(jwk), reason or "no usable alg")
             continue
         used += 1
+        members.append(jwk)
         kid = jwk.get("kid")
         for alg, key in usable:
             if kid is not None:
@@ -173,7 +189,13 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
         by_alg={alg: tuple(keys) for alg, keys in by_alg.items()},
         kids=frozenset(kid for kid, _ in by_kid),
         size=used,
+        fingerprint=_fingerprint(members, algorithms),
     )
+
+
+def _fingerprint(members: Sequence[Any], algorithms: Sequence[str]) -> str:
+    canonical = json.dumps([list(algorithms), *members], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +253,7 @@ class JwksCache:
         self._pinned_uri = issuer.jwks_uri
         self._jwks_uri = issuer.jwks_uri
         self._keys: KeySet | None = None
+        self._generation = 0  # + 1 whenever the usable key set changes
         self._inflight: asyncio.Task[bool] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._jitter = random.Random()  # noqa: S311 - spreads refreshes; not security relevant
@@ -261,6 +284,13 @@ class JwksCache:
 
     def is_ready(self, now: float) -> bool:
         return self._fresh_keys(now) is not None
+
+    def key_generation(self, now: float) -> int | None:
+        """Which key set ``get_key`` would use at ``now``, or None when it has none (the keys
+        are missing or too stale). The number changes whenever a fetch brings different
+        keys (a rotation, a revoked ``kid``), never for a refresh that fetched the same ones,
+        so a verification remembered under one generation holds while it is current."""
+        return None if self._fresh_keys(now) is None else self._generation
 
     async def get_key(self, kid: str | None, alg: str, now: float) -> jwt.PyJWK:
         keys = self._fresh_keys(now)
@@ -326,6 +356,8 @@ class JwksCache:
             self._inflight = None
         self._jwks_uri = uri
         previous = self._keys
+        if previous is None or previous.fingerprint != keys.fingerprint:
+            self._generation += 1
         self._keys = keys
         self.last_success_at = self._clock()
         self.last_error = None

@@ -10,79 +10,40 @@ The order matters and is fixed:
    ``none`` (token_algorithm_not_allowed), ``typ`` (token_type_invalid), no ``crit``;
 4. the key for (``kid``, ``alg``) from the issuer's KeySource; header-supplied keys (``jwk``,
    ``jku``, ``x5u``, ``x5c``) are never used;
-5. the signature with PyJWT bound to that one algorithm and key, its own time, audience and
-   issuer checks switched off (token_signature_invalid ...);
+5. the signature with PyJWT's algorithm bound to that one key (app/identity/jws.py reads the
+   compact JWS once; token_signature_invalid ...);
 6. the claims with our clock (``validate_claims``).
 
-Only PyJWT's exceptions are translated, each explicitly; anything else is a bug and propagates
-so the pipeline reports it as internal_error instead of disguising it as a bad token.
+A verification that succeeded is remembered (app/identity/token_cache.py) under the token's
+digest and the issuer's key generation: the same token is then only checked again against the
+clock (``exp``, ``iat``, ``nbf``), until its keys change or it expires.
+
+Only TokenErrors mean a bad token; anything else is a bug and propagates so the pipeline
+reports it as internal_error instead of disguising it as a bad token.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from sys import intern
 from types import MappingProxyType
 from typing import Any
 
 import httpx
-import jwt
-import jwt.exceptions
-from jwt.types import Options
 
 from app.identity.claims import read_audience, read_groups, read_scopes, validate_claims
 from app.identity.errors import TokenError
-from app.identity.jwks import JwksCache, KeySource, RefreshObserver
+from app.identity.jwks import JwksCache, KeyGenerations, KeySource, RefreshObserver
+from app.identity.jws import parse_compact, verify_signature
 from app.identity.principal import Principal
+from app.identity.token_cache import CachedVerification, TokenCache, token_digest
 from app.reasons import Reason
 from app.settings import Issuer
 
 # RFC 8725 §3.11 / RFC 9068 §2.1: explicit types we accept; "application/" may be omitted
 # (RFC 7515 §4.1.9). Compared case-insensitively.
 ACCEPTED_TYPES = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})
-
-# Signature only: time, audience and issuer are validated by validate_claims with our clock.
-_DECODE_OPTIONS: Options = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,
-    "verify_jti": False,
-    "require": [],
-    "enforce_minimum_key_length": True,
-}
-# Reading the header and payload before the key is known (step 2). Nothing read this way is
-# trusted until step 5 has verified the signature over the same bytes.
-_UNVERIFIED: Options = {"verify_signature": False}
-
-# Every PyJWT token exception, most specific first. Other PyJWT errors (JWK set or client
-# errors, missing cryptography) cannot come from decoding a token and propagate as bugs.
-_PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], Reason], ...] = (
-    (jwt.InvalidSignatureError, Reason.TOKEN_SIGNATURE_INVALID),
-    (jwt.InvalidAlgorithmError, Reason.TOKEN_ALGORITHM_NOT_ALLOWED),
-    (jwt.ExpiredSignatureError, Reason.TOKEN_EXPIRED),
-    (jwt.ImmatureSignatureError, Reason.TOKEN_NOT_YET_VALID),
-    (jwt.InvalidAudienceError, Reason.TOKEN_AUDIENCE_INVALID),
-    (jwt.InvalidIssuerError, Reason.TOKEN_ISSUER_UNKNOWN),
-    (jwt.MissingRequiredClaimError, Reason.TOKEN_CLAIMS_MISSING),
-    (jwt.InvalidIssuedAtError, Reason.TOKEN_CLAIMS_INVALID),
-    (jwt.exceptions.InvalidSubjectError, Reason.TOKEN_CLAIMS_INVALID),
-    (jwt.exceptions.InvalidJTIError, Reason.TOKEN_CLAIMS_INVALID),
-    (jwt.DecodeError, Reason.TOKEN_MALFORMED),
-    (jwt.InvalidTokenError, Reason.TOKEN_MALFORMED),  # e.g. an invalid kid or crit header
-    (jwt.InvalidKeyError, Reason.TOKEN_KEY_UNKNOWN),  # the key cannot verify (e.g. too weak)
-)
-
-
-def _token_error(exc: jwt.PyJWTError) -> TokenError:
-    for kind, reason in _PYJWT_REASONS:
-        if isinstance(exc, kind):
-            # PyJWT's messages describe the failure, never echo the token.
-            return TokenError(reason, f"{type(exc).__name__}: {str(exc)[:200]}")
-    raise exc
 
 
 class TokenVerifier:
@@ -93,13 +54,21 @@ class TokenVerifier:
         issuers: Sequence[Issuer],
         sources: Mapping[str, KeySource],
         max_token_bytes: int,
+        cache: TokenCache | None = None,
     ) -> None:
+        """``cache`` remembers verified tokens (None: every token is verified in full)."""
         missing = [issuer.issuer for issuer in issuers if issuer.issuer not in sources]
         if missing:
             raise ValueError(f"no key source for issuer(s) {missing}")
         self._issuers = {issuer.issuer: issuer for issuer in issuers}
         self._sources = dict(sources)
+        # The sources that report key generations (JwksCache): only their tokens are cached.
+        # Decided once here: a runtime_checkable isinstance costs microseconds per call.
+        self._versioned = {
+            name: source for name, source in sources.items() if isinstance(source, KeyGenerations)
+        }
         self._max_token_bytes = max_token_bytes
+        self.cache = cache
 
     def is_ready(self, now: float) -> bool:
         return all(self._sources[iss].is_ready(now) for iss in self._issuers)
@@ -109,18 +78,29 @@ class TokenVerifier:
             raise TokenError(Reason.TOKEN_TOO_LARGE, f"over {self._max_token_bytes} bytes")
         if not token.isascii():  # a JWS compact serialization is base64url and dots only
             raise TokenError(Reason.TOKEN_MALFORMED, "token has non-ASCII characters")
-        header, unverified = _read_unverified(token)
-        issuer = self._select_issuer(unverified)
-        alg = _check_header(header, issuer)
-        key = await self._sources[issuer.issuer].get_key(header.get("kid"), alg, now)
-        try:
-            payload: dict[str, Any] = jwt.decode(
-                token, key, algorithms=[alg], options=_DECODE_OPTIONS
-            )
-        except jwt.PyJWTError as exc:
-            raise _token_error(exc) from exc
+        cache = self.cache
+        digest = b""
+        if cache is not None:
+            digest = token_digest(token)
+            cached = cache.lookup(digest, now)
+            if cached is not None:
+                cached.recheck(now)
+                return cached.principal
+        compact = parse_compact(token)
+        issuer = self._select_issuer(compact.payload)
+        alg = _check_header(compact.header, issuer)
+        source = self._sources[issuer.issuer]
+        key = await source.get_key(compact.header.get("kid"), alg, now)
+        # Read at once (no await since get_key returned): the generation ``key`` belongs to.
+        versioned = self._versioned.get(issuer.issuer)
+        generation = None if versioned is None else versioned.key_generation(now)
+        verify_signature(compact, key, alg)
+        payload = compact.payload
         validate_claims(payload, issuer, now)
-        return _principal(payload, issuer)
+        principal = _principal(payload, issuer)
+        if cache is not None and versioned is not None and generation is not None:
+            cache.store(digest, _remembered(principal, payload, issuer, versioned, generation))
+        return principal
 
     def _select_issuer(self, unverified: Mapping[str, Any]) -> Issuer:
         iss = unverified.get("iss")
@@ -134,14 +114,24 @@ class TokenVerifier:
         return issuer
 
 
-def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        decoded = jwt.decode_complete(token, options=_UNVERIFIED)
-    except jwt.PyJWTError as exc:
-        raise _token_error(exc) from exc
-    header: dict[str, Any] = decoded["header"]
-    payload: dict[str, Any] = decoded["payload"]
-    return header, payload
+def _remembered(
+    principal: Principal,
+    payload: Mapping[str, Any],
+    issuer: Issuer,
+    source: KeyGenerations,
+    generation: int,
+) -> CachedVerification:
+    """What the cache keeps of a verified token: validate_claims has checked the numbers."""
+    nbf = payload.get("nbf")
+    return CachedVerification(
+        principal=principal,
+        source=source,
+        generation=generation,
+        exp=float(payload["exp"]),
+        iat=float(payload["iat"]),
+        nbf=None if nbf is None else float(nbf),
+        leeway=issuer.leeway.total_seconds(),
+    )
 
 
 def _check_header(header: Mapping[str, Any], issuer: Issuer) -> str:
@@ -177,7 +167,8 @@ def principal_from_claims(
         audience=read_audience(payload),
         expires_at=int(payload["exp"]),
         issued_at=int(payload["iat"]),
-        claims=MappingProxyType(dict(payload)),
+        # A private copy, its keys interned: a cached Principal keeps it for the token's life.
+        claims=MappingProxyType({intern(name): value for name, value in payload.items()}),
         token_id=payload.get("jti"),
         client_id=client_id if client_id is not None else payload.get("azp"),
         acr=acr,

@@ -9,8 +9,12 @@ over these variables, built once per request and only when a rule with ``when:``
 - ``subject``: ``null`` without a token; otherwise ``id`` (sub), ``issuer``, ``groups`` and
   ``scopes`` (lists, including those added by active grants), ``grants`` (names of active
   grants), ``client_id``, ``acr``, ``amr``, ``auth_time`` and ``claims`` (the verified payload).
-- ``device``, ``location``, ``workload``: evidence maps (empty until an evidence source fills
-  them, so ``has(device.managed)`` is false and ``device.managed`` is an error).
+- ``device``, ``location``, ``workload``: the gathered evidence (app/evidence), only its known
+  keys, so ``has(device.managed)`` tells whether the source said and ``device.managed`` without
+  it is an error. ``device``: ``id``, ``source``, ``managed``, ``compliant``, ``os_name``,
+  ``os_version``, ``disk_encrypted``, ``screen_lock``, ``risk_score``, ``assessed_at``, ``age``
+  (seconds); ``location``: ``client_ip``, ``networks`` (names), ``country``, ``ip_country``,
+  ``claim_country``; ``workload``: ``id`` (SPIFFE ID), ``trust_domain``, ``source``.
 - ``time``: ``now`` (a UTC timestamp) and ``unix`` (epoch seconds).
 
 A syntax error or a name outside these variables is a load error with the rule's ``file:line``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from app.decision import Decision
+from app.evidence.model import Evidence
 from app.identity.principal import Principal
 from app.policy.dryrun import difference_fields, differs, shadow_verdicts
 from app.policy.evaluate import PolicyInput, evaluate
@@ -27,6 +28,7 @@ def policy_decision(
     principal: Principal | None,
     now: float,
     decision_id: str,
+    evidence: Evidence | None = None,
 ) -> Decision:
     verdict = evaluate(policies, request, principal, now)
     if verdict.reason is Reason.CONDITION_ERROR:
@@ -64,4 +66,5 @@ def policy_decision(
         dry_run=shadows.dry_run,
         candidate=shadows.candidate,
         step_up=verdict.step_up,
+        evidence=evidence,
     )

@@ -5,23 +5,32 @@ the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
 - Only the rules whose host, method and path match are looked at (from the index), in their
   global order (file, document, rule), so results are deterministic.
 - A rule *applies* when all of its conditions hold, checked in this order: subject (with the
-  groups and scopes of active grants added), ``time_window``, ``grant``, ``when`` (CEL),
-  ``auth`` (step-up). ``anonymous`` allow rules have no subject, grant or auth condition.
+  groups and scopes of active grants added), ``time_window``, ``grant``, evidence (``device``,
+  ``location``, ``workload``; see app/policy/posture.py), ``when`` (CEL), ``auth`` (step-up).
+  ``anonymous`` allow rules have no subject, grant or auth condition.
 - A deny rule that applies beats every allow (``denied_by_rule``). A deny rule without subject
   applies to everyone, anonymous requests included. A deny rule whose ``when`` fails to
-  evaluate denies too (``condition_error``): errors fail closed.
-- With a principal, the first allow rule that applies allows (``allowed``); without one, only
-  ``anonymous`` allow rules can allow (``allowed_anonymous``).
+  evaluate denies too (``condition_error``), and so does one whose evidence is unknown while
+  its other conditions hold (with that evidence reason, e.g. ``country_unknown``): errors and
+  unknowns fail closed.
+- A rule with ``workload:`` and without ``subject:`` is a service rule: for a request that
+  carries no workload identity it does not apply (and explains nothing).
+- With a principal, the first allow rule that applies allows (``allowed``). Without one, only
+  ``anonymous`` allow rules (``allowed_anonymous``) and allow rules with ``workload:`` and no
+  ``subject:`` (``allowed``: the verified client certificate identifies the caller) can allow.
 - When nothing allows, the answer explains the nearest miss among the allow rules whose subject
   held, most useful first: ``condition_error`` (a ``when`` failed to evaluate),
   ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
   ``grant_inactive`` (the principal has that grant, but not now), ``grant_required``,
-  ``outside_time_window``, ``condition_not_met``; otherwise ``no_matching_rule``, or
-  ``token_missing`` without a principal (so the client is asked to authenticate).
+  ``outside_time_window``, the evidence reasons (``device_*``, location, network, ``workload_*``),
+  ``condition_not_met``; otherwise ``no_matching_rule``, or ``token_missing`` without a
+  principal (so the client is asked to authenticate). Without a principal only the misses of
+  ``workload:`` rules count, and only when the request carries a workload identity.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,11 +38,20 @@ from typing import Any
 
 from cel.cel import Context
 
+from app.evidence.model import (
+    NO_EVIDENCE,
+    Evidence,
+    device_variables,
+    location_variables,
+    workload_variables,
+)
+from app.identity.claims import claim_at
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, build_context, evaluate_condition, principal_variables
 from app.policy.grants import Elevation, GrantIndex
 from app.policy.index import CompiledPolicies, RuleIndex
 from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, StepUp, Subject
+from app.policy.posture import evidence_miss
 from app.policy.timewindow import within
 from app.reasons import Reason
 
@@ -44,7 +62,8 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 class PolicyInput:
     """The request as policies see it; method, host and path are already normalized.
 
-    ``headers`` (lower-case names) and the evidence maps are read only by CEL conditions.
+    ``headers`` (lower-case names) and the evidence maps are read only by CEL conditions;
+    ``evidence`` (the same facts, typed) by ``device:``, ``location:`` and ``workload:``.
     """
 
     method: str
@@ -54,6 +73,18 @@ class PolicyInput:
     device: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     location: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     workload: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    evidence: Evidence = NO_EVIDENCE
+
+
+def with_evidence(request: PolicyInput, evidence: Evidence, now: float) -> PolicyInput:
+    """``request`` with gathered evidence: typed for the evidence conditions, as maps for CEL."""
+    return dataclasses.replace(
+        request,
+        device=MappingProxyType(device_variables(evidence, now)),
+        location=MappingProxyType(location_variables(evidence)),
+        workload=MappingProxyType(workload_variables(evidence)),
+        evidence=evidence,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,27 +106,20 @@ _MISS_PRIORITY: tuple[Reason, ...] = (
     Reason.GRANT_INACTIVE,
     Reason.GRANT_REQUIRED,
     Reason.OUTSIDE_TIME_WINDOW,
+    Reason.DEVICE_UNBOUND,
+    Reason.DEVICE_INVALID,
+    Reason.DEVICE_STALE,
+    Reason.DEVICE_NONCOMPLIANT,
+    Reason.DEVICE_MISSING,
+    Reason.CLIENT_IP_UNKNOWN,
+    Reason.COUNTRY_UNKNOWN,
+    Reason.LOCATION_MISMATCH,
+    Reason.LOCATION_DENIED,
+    Reason.NETWORK_DENIED,
+    Reason.WORKLOAD_DENIED,
+    Reason.WORKLOAD_MISSING,
     Reason.CONDITION_NOT_MET,
 )
-
-_MISSING = object()
-
-
-def claim_value(claims: Mapping[str, Any], name: str) -> Any:
-    """The claim called ``name``, or reached by ``name`` as a dotted path into nested objects.
-
-    A top-level claim whose name contains dots (``https://example.com/roles``) wins over the
-    dotted-path reading. Returns a private sentinel when absent.
-    """
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
 
 def _same_scalar(actual: Any, expected: Scalar) -> bool:
     # Strict about types: true is not 1 and "1" is not 1; 1 and 1.0 are the same number.
@@ -107,9 +131,8 @@ def _same_scalar(actual: Any, expected: Scalar) -> bool:
 
 
 def claim_holds(condition: ClaimCondition, claims: Mapping[str, Any]) -> bool:
-    value = claim_value(claims, condition.name)
-    if value is _MISSING:
-        return False
+    # An absent claim reads as None, which equals no scalar a condition can name.
+    value = claim_at(claims, condition.name)
     items = value if isinstance(value, list | tuple) else (value,)
     return any(_same_scalar(item, want) for item in items for want in condition.values)
 
@@ -158,6 +181,7 @@ class Outcome:
     miss: Reason | None = None
     grants: tuple[str, ...] = ()
     detail: str | None = None
+    unknown: bool = False  # a deny rule whose evidence is unknown: it denies (fail closed)
 
 
 @dataclass(slots=True)
@@ -222,8 +246,11 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
     used: tuple[str, ...] = ()
     if not rule.anonymous:
         if principal is None:
-            # An allow rule needs some principal; a deny rule without subject hits everyone.
-            if rule.effect == "allow" or rule.subject is not None:
+            # An allow rule needs some principal (a token, or for a workload rule the client
+            # certificate); a deny rule without subject hits everyone.
+            if rule.subject is not None or (
+                rule.effect == "allow" and not rule.workload_authenticates
+            ):
                 return _DOES_NOT_APPLY
         elif rule.subject is not None and not scope.grant_index.grants:
             if not subject_holds(rule.subject, principal):  # no grants: the fast path
@@ -240,7 +267,13 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
                     (subject.groups_any or frozenset()) | (subject.groups_all or frozenset()),
                     (subject.scopes_any or frozenset()) | (subject.scopes_all or frozenset()),
                 )
-    if rule.time_window is None and rule.grant is None and rule.when is None and rule.auth is None:
+    if (
+        rule.time_window is None
+        and rule.grant is None
+        and rule.when is None
+        and rule.auth is None
+        and rule.evidence is None
+    ):
         return _APPLIES if not used else Outcome(True, grants=tuple(dict.fromkeys(used)))
     if rule.time_window is not None and not within(rule.time_window, scope.now):
         return _MISSES[Reason.OUTSIDE_TIME_WINDOW]
@@ -251,6 +284,21 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
             inactive = elevation is not None and elevation.has_inactive(rule.grant)
             return _MISSES[Reason.GRANT_INACTIVE if inactive else Reason.GRANT_REQUIRED]
         used = (*used, holding.name)
+    unknown: Reason | None = None
+    if rule.evidence is not None:
+        evidence = scope.request.evidence
+        if (
+            rule.subject is None
+            and rule.evidence.workload is not None
+            and evidence.workload is None
+        ):
+            # A service rule (the workload is its subject) says nothing about other callers.
+            return _DOES_NOT_APPLY
+        miss = evidence_miss(rule.evidence, evidence, scope.now)
+        if miss is not None:
+            if rule.effect == "allow" or not miss.unknown:
+                return _MISSES[miss.reason]
+            unknown = miss.reason  # a deny rule: it denies unless another condition is false
     if rule.when is not None:
         try:
             holds = evaluate_condition(rule.when, scope.context())
@@ -258,6 +306,8 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
             return Outcome(False, Reason.CONDITION_ERROR, detail=str(exc))
         if not holds:
             return _MISSES[Reason.CONDITION_NOT_MET]
+    if unknown is not None:
+        return Outcome(False, unknown, unknown=True)
     if rule.auth is not None:
         assert principal is not None  # the loader refuses auth on anonymous rules
         if not auth_holds(rule.auth, principal, scope.now):
@@ -281,22 +331,26 @@ def decide(
             outcome = check_rule(rule, scope)
             if outcome.applies:
                 return Verdict(False, Reason.DENIED_BY_RULE, rule.id, rule.policy)
-            if outcome.miss is Reason.CONDITION_ERROR:
-                return Verdict(
-                    False, Reason.CONDITION_ERROR, rule.id, rule.policy, detail=outcome.detail
-                )
+            if outcome.miss is Reason.CONDITION_ERROR or outcome.unknown:
+                assert outcome.miss is not None
+                return Verdict(False, outcome.miss, rule.id, rule.policy, detail=outcome.detail)
         elif allowed is None:
             outcome = check_rule(rule, scope)
             if outcome.applies:
                 allowed = (rule, outcome)
-            elif outcome.miss is not None:
+            elif outcome.miss is not None and (
+                principal is not None
+                or outcome.miss is Reason.CONDITION_ERROR
+                or (rule.workload_authenticates and request.evidence.workload is not None)
+            ):
                 misses.setdefault(outcome.miss, (rule, outcome))
     if allowed is not None:
         rule, outcome = allowed
-        reason = Reason.ALLOWED if principal is not None else Reason.ALLOWED_ANONYMOUS
+        anonymous = principal is None and rule.anonymous
+        reason = Reason.ALLOWED_ANONYMOUS if anonymous else Reason.ALLOWED
         return Verdict(True, reason, rule.id, rule.policy, grants=outcome.grants)
     for reason in _MISS_PRIORITY:
-        if reason in misses and (principal is not None or reason is Reason.CONDITION_ERROR):
+        if reason in misses:
             rule, outcome = misses[reason]
             step_up = None
             if reason is Reason.INSUFFICIENT_USER_AUTHENTICATION and rule.auth is not None:

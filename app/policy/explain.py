@@ -16,6 +16,7 @@ from app.policy.cel import CelEvalError, evaluate_condition
 from app.policy.evaluate import PolicyInput, Scope, Verdict, auth_holds, claim_holds, evaluate
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.model import Rule, Subject
+from app.policy.posture import evidence_miss
 from app.policy.timewindow import within
 from app.reasons import status_of
 
@@ -118,7 +119,9 @@ def _condition_checks(rule: Rule, scope: Scope) -> list[Check]:
     if rule.anonymous:
         checks.append(Check("anonymous", True, "no token needed"))
     elif principal is None:
-        needs = rule.effect == "allow" or rule.subject is not None
+        needs = rule.subject is not None or (
+            rule.effect == "allow" and not rule.workload_authenticates
+        )
         checks.append(Check("token", not needs, "no token" + (" (required)" if needs else "")))
     elif rule.subject is not None:
         checks.extend(_subject_checks(rule.subject, principal, scope))
@@ -142,6 +145,13 @@ def _condition_checks(rule: Rule, scope: Scope) -> list[Check]:
         else:
             note = "no grant"
         checks.append(Check(f"grant {rule.grant}", holding is not None, note))
+    if rule.evidence is not None:
+        miss = evidence_miss(rule.evidence, scope.request.evidence, scope.now)
+        if miss is None:
+            note = "device, location and workload conditions hold"
+        else:
+            note = miss.reason.value + (" (evidence unknown)" if miss.unknown else "")
+        checks.append(Check("evidence", miss is None, note))
     if rule.when is not None:
         try:
             ok = evaluate_condition(rule.when, scope.context())

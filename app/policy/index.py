@@ -24,13 +24,26 @@ from types import MappingProxyType
 from app.policy.grants import EMPTY_GRANTS, GrantIndex, build_grant_index
 from app.policy.model import Grant, Rule
 
+# A bucket with more rules than this is split by method; a smaller one is one tuple, filtered
+# by method as it is read (cheaper than a dict per bucket, which tens of thousands of buckets
+# would pay in memory).
+_SPLIT_BUCKET_AT = 8
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Bucket:
-    by_method: Mapping[str, tuple[Rule, ...]]
-    any_method: tuple[Rule, ...]
+    """The rules whose pattern ends at one trie node."""
+
+    rules: tuple[Rule, ...]  # every rule; read as it is while ``by_method`` is None
+    by_method: Mapping[str, tuple[Rule, ...]] | None = None  # large buckets: rules per method
+    any_method: tuple[Rule, ...] = ()  # large buckets: rules for any method
 
     def collect(self, method: str, into: dict[int, Rule]) -> None:
+        if self.by_method is None:
+            for rule in self.rules:
+                if rule.methods is None or method in rule.methods:
+                    into[rule.order] = rule
+            return
         for rule in self.any_method:
             into[rule.order] = rule
         for rule in self.by_method.get(method, ()):
@@ -39,13 +52,16 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TrieNode:
+    # Read-only by convention (built once by build_index): plain dicts, no proxies, and one
+    # shared empty mapping for the leaves, since a large index has tens of thousands of nodes.
     children: Mapping[str, TrieNode]
     star: TrieNode | None
     terminal: Bucket
     rest: Bucket
 
 
-_EMPTY_BUCKET = Bucket(by_method=MappingProxyType({}), any_method=())
+_EMPTY_BUCKET = Bucket(rules=())
+_NO_CHILDREN: Mapping[str, TrieNode] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +88,8 @@ def _walk(root: TrieNode, segments: tuple[str, ...], method: str, into: dict[int
         following: list[TrieNode] = []
         for node in frontier:
             visited += 1
-            node.rest.collect(method, into)
+            if node.rest is not _EMPTY_BUCKET:
+                node.rest.collect(method, into)
             child = node.children.get(segment)
             if child is not None:
                 following.append(child)
@@ -83,8 +100,10 @@ def _walk(root: TrieNode, segments: tuple[str, ...], method: str, into: dict[int
         frontier = following
     for node in frontier:
         visited += 1
-        node.rest.collect(method, into)
-        node.terminal.collect(method, into)
+        if node.rest is not _EMPTY_BUCKET:
+            node.rest.collect(method, into)
+        if node.terminal is not _EMPTY_BUCKET:
+            node.terminal.collect(method, into)
     return visited
 
 
@@ -96,18 +115,21 @@ class RuleIndex:
 
     def lookup(self, method: str, host: str, path: str) -> Candidates:
         """Rules matching a normalized method, host and path, in global order."""
-        roots = [self.any_host]
-        exact = self.exact_hosts.get(host)
-        if exact is not None:
-            roots.append(exact)
-        _, dot, parent = host.partition(".")
-        wildcard = self.wildcard_hosts.get(parent) if dot else None
-        if wildcard is not None:
-            roots.append(wildcard)
         segments = split_path(path)
         found: dict[int, Rule] = {}
-        visited = sum(_walk(root, segments, method, found) for root in roots)
-        return Candidates(rules=tuple(found[o] for o in sorted(found)), nodes_visited=visited)
+        visited = _walk(self.any_host, segments, method, found)
+        if self.exact_hosts:
+            exact = self.exact_hosts.get(host)
+            if exact is not None:
+                visited += _walk(exact, segments, method, found)
+        if self.wildcard_hosts:
+            _, dot, parent = host.partition(".")
+            wildcard = self.wildcard_hosts.get(parent) if dot else None
+            if wildcard is not None:
+                visited += _walk(wildcard, segments, method, found)
+        if len(found) < 2:
+            return Candidates(rules=tuple(found.values()), nodes_visited=visited)
+        return Candidates(rules=tuple(map(found.__getitem__, sorted(found))), nodes_visited=visited)
 
 
 # Builders: mutable while the index is assembled, frozen before anyone reads it.
@@ -115,21 +137,26 @@ class RuleIndex:
 
 @dataclass(slots=True)
 class _BucketBuilder:
-    by_method: dict[str, list[Rule]] = field(default_factory=dict)
-    any_method: list[Rule] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
 
     def add(self, rule: Rule) -> None:
-        if rule.methods is None:
-            self.any_method.append(rule)
-            return
-        for method in sorted(rule.methods):
-            self.by_method.setdefault(method, []).append(rule)
+        self.rules.append(rule)
 
     def freeze(self) -> Bucket:
-        if not self.by_method and not self.any_method:
+        if not self.rules:
             return _EMPTY_BUCKET
-        by_method = {m: tuple(rules) for m, rules in self.by_method.items()}
-        return Bucket(by_method=MappingProxyType(by_method), any_method=tuple(self.any_method))
+        rules = tuple(self.rules)
+        if len(rules) <= _SPLIT_BUCKET_AT:
+            return Bucket(rules=rules)
+        by_method: dict[str, list[Rule]] = {}
+        for rule in rules:
+            for method in sorted(rule.methods or ()):
+                by_method.setdefault(method, []).append(rule)
+        return Bucket(
+            rules=rules,
+            by_method={m: tuple(found) for m, found in by_method.items()},
+            any_method=tuple(rule for rule in rules if rule.methods is None),
+        )
 
 
 @dataclass(slots=True)
@@ -155,7 +182,7 @@ class _NodeBuilder:
 
     def freeze(self) -> TrieNode:
         return TrieNode(
-            children=MappingProxyType({k: c.freeze() for k, c in self.children.items()}),
+            children={k: c.freeze() for k, c in self.children.items()} or _NO_CHILDREN,
             star=None if self.star is None else self.star.freeze(),
             terminal=self.terminal.freeze(),
             rest=self.rest.freeze(),

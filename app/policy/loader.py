@@ -31,14 +31,20 @@ from app.policy.model import (
     ANY_PATH,
     AuthRequirement,
     ClaimCondition,
+    DeviceRequirement,
     Effect,
+    EvidenceRequirement,
     Grant,
+    LocationRequirement,
     Rule,
     Subject,
     TimeWindow,
+    WorkloadRequirement,
 )
 from app.policy.normalize import normalize_host
+from app.policy.posture import policy_version
 from app.policy.timewindow import parse_window
+from app.shared import shared_names
 from app.yamlsrc import Located, PathKey, YamlError, parse_documents
 
 # Shipped inside the package (so installed wheels have it); policies/schema.json links to it
@@ -71,9 +77,12 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """What the configuration says about loading: the longest a grant may last (seconds)."""
+    """What the configuration says about loading: the longest a grant may last (seconds), and
+    the named networks (``evidence.networks``) rules may refer to (``None``: not checked, e.g.
+    ``ztauthz policy check`` without a configuration)."""
 
     grant_max_duration: float = DEFAULT_GRANT_MAX_DURATION
+    networks: frozenset[str] | None = None
 
 
 class PolicyLoadError(Exception):
@@ -298,7 +307,7 @@ def _subject(raw: Mapping[str, Any] | None) -> Subject | None:
         return None
 
     def names(key: str) -> frozenset[str] | None:
-        return frozenset(raw[key]) if key in raw else None
+        return shared_names(frozenset(raw[key])) if key in raw else None
 
     claims = tuple(
         ClaimCondition(name, tuple(value) if isinstance(value, list) else (value,))
@@ -476,6 +485,12 @@ class _Compiler:
                 "remove anonymous or subject"
             )
             self._error_at(doc, (*base, "anonymous"), message)
+        if anonymous and "workload" in raw:
+            message = (
+                "a workload rule identifies the caller by its client certificate, so it cannot "
+                "be anonymous; remove anonymous or workload"
+            )
+            self._error_at(doc, (*base, "anonymous"), message)
         for key in ("auth", "grant"):
             if key in raw and effect == "deny":
                 message = f"only allow rules can have {key}: it decides who may be allowed"
@@ -489,7 +504,7 @@ class _Compiler:
             problem = path_pattern_problem(pattern)
             if problem is not None:
                 self._error_at(doc, (*base, "match", "paths", position), problem)
-        methods = frozenset(match["methods"]) if "methods" in match else None
+        methods = shared_names(frozenset(match["methods"])) if "methods" in match else None
         self.rules.append(
             Rule(
                 id=rule_id,
@@ -508,7 +523,69 @@ class _Compiler:
                 when=self._when(doc, base, raw.get("when")),
                 auth=self._auth(doc, base, raw.get("auth")),
                 dry_run=dry_run,
+                evidence=self._evidence(doc, base, raw),
             )
+        )
+
+    def _evidence(
+        self, doc: Located, base: PathKey, raw: Mapping[str, Any]
+    ) -> EvidenceRequirement | None:
+        device, location, workload = raw.get("device"), raw.get("location"), raw.get("workload")
+        if device is None and location is None and workload is None:
+            return None
+        return EvidenceRequirement(
+            device=None if device is None else self._device(doc, base, device),
+            location=None if location is None else self._location(doc, base, location),
+            workload=None
+            if workload is None
+            else WorkloadRequirement(
+                spiffe_ids_any=_names_at(workload, "spiffe_ids_any"),
+                trust_domains_any=_names_at(workload, "trust_domains_any"),
+            ),
+        )
+
+    def _device(self, doc: Located, base: PathKey, raw: Mapping[str, Any]) -> DeviceRequirement:
+        max_age: int | None = None
+        if "max_posture_age" in raw:
+            try:
+                max_age = int(parse_duration(raw["max_posture_age"]).total_seconds())
+            except ValueError as exc:
+                self._error_at(doc, (*base, "device", "max_posture_age"), str(exc))
+        versions: list[tuple[str, tuple[int, ...]]] = []
+        for name, text in raw.get("min_os_version", {}).items():
+            try:
+                versions.append((name, policy_version(text)))
+            except ValueError as exc:
+                self._error_at(doc, (*base, "device", "min_os_version", name), str(exc))
+        max_risk = raw.get("max_risk")
+        return DeviceRequirement(
+            managed=raw.get("managed"),
+            compliant=raw.get("compliant"),
+            disk_encrypted=raw.get("disk_encrypted"),
+            screen_lock=raw.get("screen_lock"),
+            max_risk=None if max_risk is None else float(max_risk),
+            max_posture_age=max_age,
+            min_os_version=tuple(versions) if "min_os_version" in raw else None,
+            sources_any=_names_at(raw, "sources_any"),
+        )
+
+    def _location(self, doc: Located, base: PathKey, raw: Mapping[str, Any]) -> LocationRequirement:
+        known = self.options.networks
+        for key in ("networks_any", "networks_none"):
+            for position, name in enumerate(raw.get(key, [])):
+                if known is not None and name not in known:
+                    listed = ", ".join(sorted(known)) or "none"
+                    message = (
+                        f"unknown network {name!r}: evidence.networks in the configuration "
+                        f"names {listed}"
+                    )
+                    self._error_at(doc, (*base, "location", key, position), message)
+        return LocationRequirement(
+            countries_any=_names_at(raw, "countries_any"),
+            countries_none=_names_at(raw, "countries_none"),
+            networks_any=_names_at(raw, "networks_any"),
+            networks_none=_names_at(raw, "networks_none"),
+            claim_matches_ip=bool(raw.get("claim_matches_ip", False)),
         )
 
     def _time_window(
@@ -608,6 +685,10 @@ class _Compiler:
                 line=line,
             )
         )
+
+
+def _names_at(raw: Mapping[str, Any], key: str) -> frozenset[str] | None:
+    return frozenset(raw[key]) if key in raw else None
 
 
 def _human(seconds: float) -> str:

@@ -79,6 +79,55 @@ class TimeWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceRequirement:
+    """Device posture a rule requires (``device:``); every attribute that is set must hold.
+
+    ``min_os_version`` maps lower-case OS names to the lowest accepted version (a tuple of
+    integers): the device's OS must be one of them, at least that version. ``sources_any``
+    limits where the device evidence may come from (``device_token``, ``token_claims``,
+    ``client_certificate``).
+    """
+
+    managed: bool | None = None
+    compliant: bool | None = None
+    disk_encrypted: bool | None = None
+    screen_lock: bool | None = None
+    max_risk: float | None = None
+    max_posture_age: int | None = None  # seconds since the posture was assessed
+    min_os_version: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+    sources_any: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocationRequirement:
+    """Where the request must (not) come from (``location:``). ``claim_matches_ip``: a signed
+    location claim is present and names the same country as the client IP."""
+
+    countries_any: frozenset[str] | None = None
+    countries_none: frozenset[str] | None = None
+    networks_any: frozenset[str] | None = None
+    networks_none: frozenset[str] | None = None
+    claim_matches_ip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRequirement:
+    """Which workload (mTLS SPIFFE identity) may call (``workload:``)."""
+
+    spiffe_ids_any: frozenset[str] | None = None
+    trust_domains_any: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRequirement:
+    """A rule's evidence conditions; ``None`` parts are not part of the rule."""
+
+    device: DeviceRequirement | None = None
+    location: LocationRequirement | None = None
+    workload: WorkloadRequirement | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of one policy, with where it was written.
 
@@ -104,6 +153,13 @@ class Rule:
     when: CelCondition | None = field(default=None, compare=False)
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
+    evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+
+    @property
+    def workload_authenticates(self) -> bool:
+        """An allow rule with ``workload:`` can apply without a token: the mTLS certificate
+        Envoy verified is the caller's identity."""
+        return self.evidence is not None and self.evidence.workload is not None
 
     @property
     def conditional(self) -> bool:
@@ -114,6 +170,7 @@ class Rule:
             or self.grant is not None
             or self.when is not None
             or self.auth is not None
+            or self.evidence is not None
         )
 
 

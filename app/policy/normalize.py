@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -57,8 +58,22 @@ def _strip_query_and_fragment(raw: str) -> str:
     return raw[:cut]
 
 
+# A path the rules below leave as it is (but for one trailing slash): printable ASCII without
+# '%', '\\', '?' or '#', non-empty segments none of which is '.' or '..'. Most paths are like
+# this; matching them whole is the fast way to the same answer.
+_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?|/")
+
+
 def normalize_path(raw: str) -> str:
     """The decoded, canonical path; raise ``PathRejected`` for anything ambiguous."""
+    if _PLAIN.fullmatch(raw) is not None:
+        return raw[:-1] if len(raw) > 1 and raw[-1] == "/" else raw
+    return normalize_path_by_rules(raw)
+
+
+def normalize_path_by_rules(raw: str) -> str:
+    """``normalize_path`` applying every rule above in turn (it takes this way for any path
+    that is not plainly canonical already)."""
     path = _strip_query_and_fragment(raw)
     if not path.startswith("/"):
         raise PathRejected("path must start with '/'")
@@ -107,6 +122,7 @@ def _normalize_ipv6(raw: str) -> str:
     return f"[{parsed.compressed}]"
 
 
+@lru_cache(maxsize=1024)  # a deployment sees few hosts; errors are not cached
 def normalize_host(raw: str) -> str:
     """Lower-case host without port or trailing dot; ``ValueError`` if empty or invalid."""
     if not raw:

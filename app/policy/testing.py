@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from app.evidence.model import evidence_from_maps
 from app.identity.errors import TokenError
 from app.identity.principal import Principal
 from app.identity.verify import principal_from_claims
@@ -192,6 +193,11 @@ def decide_case(policies: CompiledPolicies, case: TestCase) -> Outcome:
             device=MappingProxyType(dict(case.evidence.get("device", {}))),
             location=MappingProxyType(dict(case.evidence.get("location", {}))),
             workload=MappingProxyType(dict(case.evidence.get("workload", {}))),
+            evidence=evidence_from_maps(
+                case.evidence.get("device", {}),
+                case.evidence.get("location", {}),
+                case.evidence.get("workload", {}),
+            ),
         )
     except (PathRejected, ValueError):
         return Outcome(False, Reason.PATH_REJECTED, None)

@@ -1,9 +1,9 @@
 """Telemetry of one Runtime: metrics, traces, the decision log and events, behind two calls per
 check (``begin_check`` / ``end_check``, made by app/check.py for every transport).
 
-Per check, with tracing off: a contextvar set and reset, one tuple queued for the decision log,
-two counter increments and a histogram observation; the decision-log writer thread reads the
-caller's trace id from the request headers later. With tracing on, the ``ztauthz.check`` span
+Per check, with tracing off: a contextvar set and reset, one decision-log line formatted and
+queued (the caller's trace id read from the request headers), two counter increments and a
+histogram observation. With tracing on, the ``ztauthz.check`` span
 is added.
 """
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from app import __version__
+from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
 
 TRANSPORTS: Final = ("http", "grpc")
@@ -95,6 +96,45 @@ class _StateCollector:
             for issuer, seconds in sorted(view.key_ages.items()):
                 age.add_metric([issuer], max(0.0, seconds))
         return [rules, info, age]
+
+
+class _TokenCacheCollector:
+    """The verified-token cache's counters, read from the cache at scrape time (the cache
+    counts with plain integers: nothing is locked on the check path)."""
+
+    def __init__(self, view: Callable[[], CacheStats]) -> None:
+        self._view = view
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._view())
+
+    @staticmethod
+    def _families(stats: CacheStats | None = None) -> list[Metric]:
+        entries = GaugeMetricFamily(
+            "ztauthz_token_cache_entries", "Verified tokens remembered (by digest) right now."
+        )
+        capacity = GaugeMetricFamily(
+            "ztauthz_token_cache_capacity", "The most verified tokens remembered at once."
+        )
+        lookups = CounterMetricFamily(
+            "ztauthz_token_cache_lookups",
+            "Token cache lookups, by result: hit (the signature was not checked again) or miss.",
+            labels=["result"],
+        )
+        evictions = CounterMetricFamily(
+            "ztauthz_token_cache_evictions",
+            "Remembered tokens pushed out by newer ones (least recently used first).",
+        )
+        if stats is not None:
+            entries.add_metric([], stats.entries)
+            capacity.add_metric([], stats.capacity)
+            lookups.add_metric(["hit"], stats.hits)
+            lookups.add_metric(["miss"], stats.misses)
+            evictions.add_metric([], stats.evictions)
+        return [entries, capacity, lookups, evictions]
 
 
 class Metrics:
@@ -186,3 +226,7 @@ class Metrics:
     def watch_state(self, view: Callable[[], StateView]) -> None:
         """Expose the gauges computed from ``view`` (called at every scrape)."""
         self.registry.register(_StateCollector(view))
+
+    def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
+        """Expose the verified-token cache's size and counters (``view`` at every scrape)."""
+        self.registry.register(_TokenCacheCollector(view))

@@ -187,7 +187,7 @@ class Tracing:
 
     def caller_trace_id(self, headers: Mapping[str, str]) -> int | None:
         """The trace id the caller sent (by this propagator's formats), or None."""
-        if not any(name in headers for name in TRACE_HEADERS):
+        if headers.keys().isdisjoint(TRACE_HEADERS):  # the common case, decided in C
             return None
         caller = trace.get_current_span(self.propagator.extract(headers))
         return caller.get_span_context().trace_id or None

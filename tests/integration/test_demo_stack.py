@@ -25,25 +25,39 @@ def test_dev_stack_check_passes_and_stops_everything(
         ("admin", ports.admin),
         ("issuer", ports.issuer),
         ("upstream", ports.upstream),
+        ("envoy-mtls", ports.envoy_mtls),
+        ("envoy-mtls-admin", ports.envoy_mtls_admin),
+        ("device-issuer", ports.device_issuer),
     ):
         argv += [f"--{name}-port", str(port)]
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=60, env=child_env, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo check: 3 of 3 requests as expected" in result.stdout
+    assert "demo check: 4 of 4 requests as expected" in result.stdout
     assert '"x-auth-subject": "alice"' in result.stdout
     assert '"reason":"token_missing"' in result.stdout
     assert '"reason":"denied_by_rule"' in result.stdout
+    # The workload call over the mTLS listener: no token, the certificate's SPIFFE ID.
+    assert '"x-auth-workload": "spiffe://example.org/ns/billing/sa/invoice-worker"' in result.stdout
     logs = tmp_path / "dev" / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
+        "device-issuer.log",
+        "envoy-mtls.log",
         "envoy.log",
         "issuer.log",
         "upstream.log",
         "ztauthz.log",
     ]
     # Every process was stopped: nothing listens on the stack's ports any more.
-    for port in (ports.envoy, ports.check, ports.issuer, ports.upstream):
+    for port in (
+        ports.envoy,
+        ports.check,
+        ports.issuer,
+        ports.upstream,
+        ports.envoy_mtls,
+        ports.device_issuer,
+    ):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 

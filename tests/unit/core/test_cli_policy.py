@@ -80,7 +80,7 @@ def test_check_the_shipped_policies() -> None:
 # --- policy test -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("directory", "cases"), [(EXAMPLES, 19), (SHIPPED, 10)])
+@pytest.mark.parametrize(("directory", "cases"), [(EXAMPLES, 19), (SHIPPED, 13)])
 def test_the_shipped_tests_pass(directory: Path, cases: int) -> None:
     result = ztauthz("policy", "test", str(directory))
     assert result.returncode == 0, result.stdout + result.stderr

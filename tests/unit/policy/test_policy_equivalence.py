@@ -3,10 +3,11 @@
 Random rule sets (written as YAML and loaded by the real loader), random grants and random
 requests at random moments, from fixed seeds so a failure is reproducible. The reference below
 matches each rule on its own, straight from the documented semantics, with no index: host,
-method, path; then subject (with granted groups and scopes), time window, grant, ``when`` (CEL,
-through the library directly with variables built here), ``auth``; deny beats allow, errors deny,
-and the nearest miss explains a deny. Dry-run policies must stay out of the enforced index and be
-in the dry-run one.
+method, path; then subject (with granted groups and scopes), time window, grant, evidence
+(``device``, ``location``, ``workload``, with random evidence per request), ``when`` (CEL, through
+the library directly with variables built here), ``auth``; deny beats allow, errors and unknown
+evidence deny, and the nearest miss explains a deny. Dry-run policies must stay out of the
+enforced index and be in the dry-run one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pytest
 import yaml
 from cel.cel import compile as cel_compile
 
+from app.evidence.model import Device, Evidence, Location, Workload
 from app.identity.principal import Principal
-from app.policy.evaluate import PolicyInput, Verdict, evaluate, evaluate_index
+from app.policy.evaluate import PolicyInput, Verdict, evaluate, evaluate_index, with_evidence
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.loader import load_policy_dir
 from app.policy.model import Grant, Rule, StepUp, Subject
@@ -61,8 +63,28 @@ MISS_PRIORITY = [
     Reason.GRANT_INACTIVE,
     Reason.GRANT_REQUIRED,
     Reason.OUTSIDE_TIME_WINDOW,
+    Reason.DEVICE_UNBOUND,
+    Reason.DEVICE_INVALID,
+    Reason.DEVICE_STALE,
+    Reason.DEVICE_NONCOMPLIANT,
+    Reason.DEVICE_MISSING,
+    Reason.CLIENT_IP_UNKNOWN,
+    Reason.COUNTRY_UNKNOWN,
+    Reason.LOCATION_MISMATCH,
+    Reason.LOCATION_DENIED,
+    Reason.NETWORK_DENIED,
+    Reason.WORKLOAD_DENIED,
+    Reason.WORKLOAD_MISSING,
     Reason.CONDITION_NOT_MET,
 ]
+COUNTRIES = ["DE", "FR", "US", "KP"]
+NETWORKS = ["corp-vpn", "tor-exits"]
+WORKLOADS = [
+    "spiffe://prod.example/ns/a/sa/api",
+    "spiffe://prod.example/ns/b/sa/ui",
+    "spiffe://dev.example/x",
+]
+OS_MINIMUM = {"macos": (14, 4), "windows": (10, 0, 22631)}
 
 
 # --- the reference -----------------------------------------------------------------------------
@@ -162,9 +184,9 @@ class Reference:
                 "headers": {},
             },
             "subject": subject,
-            "device": {},
-            "location": {},
-            "workload": {},
+            "device": dict(self.request.device),
+            "location": dict(self.request.location),
+            "workload": dict(self.request.workload),
             "time": {"now": datetime.fromtimestamp(self.now, UTC), "unix": int(self.now)},
         }
         try:
@@ -173,16 +195,106 @@ class Reference:
             return None
         return value if isinstance(value, bool) else None
 
-    def outcome(self, rule: Rule) -> tuple[bool, Reason | None, tuple[str, ...]]:
-        """(applies, miss reason or None, grants used)."""
+    def evidence(self, rule: Rule) -> tuple[str, Reason | None]:
+        """("ok" | "fail" | "unknown", reason) for the rule's evidence conditions: every check
+        in order; the first known failure wins, else the first unknown."""
+        assert rule.evidence is not None
+        ev, checks = self.request.evidence, []
+        wanted = rule.evidence.device
+        if wanted is not None:
+            d = ev.device
+            if (
+                d is not None
+                and wanted.sources_any is not None
+                and d.source not in wanted.sources_any
+            ):
+                d = None
+            if d is None:
+                checks.append(("unknown", ev.device_problem or Reason.DEVICE_MISSING))
+            else:
+                if wanted.max_posture_age is not None and (
+                    d.assessed_at is None or self.now - d.assessed_at > wanted.max_posture_age
+                ):
+                    checks.append(("unknown", Reason.DEVICE_STALE))
+                for want, have in (
+                    (wanted.managed, d.managed),
+                    (wanted.compliant, d.compliant),
+                    (wanted.disk_encrypted, d.disk_encrypted),
+                    (wanted.screen_lock, d.screen_lock),
+                ):
+                    if want is not None and have is None:
+                        checks.append(("unknown", Reason.DEVICE_NONCOMPLIANT))
+                    elif want is not None and have != want:
+                        checks.append(("fail", Reason.DEVICE_NONCOMPLIANT))
+                if wanted.max_risk is not None:
+                    if d.risk_score is None:
+                        checks.append(("unknown", Reason.DEVICE_NONCOMPLIANT))
+                    elif d.risk_score > wanted.max_risk:
+                        checks.append(("fail", Reason.DEVICE_NONCOMPLIANT))
+                if wanted.min_os_version is not None:
+                    table = dict(wanted.min_os_version)
+                    if d.os_name is None or (d.os_name in table and d.os_version is None):
+                        checks.append(("unknown", Reason.DEVICE_NONCOMPLIANT))
+                    elif d.os_name not in table:
+                        checks.append(("fail", Reason.DEVICE_NONCOMPLIANT))
+                    else:
+                        have_version = [int(x) for x in str(d.os_version).split(".")]
+                        need = list(table[d.os_name])
+                        width = max(len(have_version), len(need))
+                        have_version += [0] * (width - len(have_version))
+                        need += [0] * (width - len(need))
+                        if have_version < need:
+                            checks.append(("fail", Reason.DEVICE_NONCOMPLIANT))
+        place = rule.evidence.location
+        if place is not None:
+            where = ev.location
+            if place.countries_any is not None or place.countries_none is not None:
+                if where.country is None:
+                    checks.append(("unknown", Reason.COUNTRY_UNKNOWN))
+                elif (
+                    place.countries_any is not None and where.country not in place.countries_any
+                ) or (place.countries_none is not None and where.country in place.countries_none):
+                    checks.append(("fail", Reason.LOCATION_DENIED))
+            if place.networks_any is not None or place.networks_none is not None:
+                if where.client_ip is None:
+                    checks.append(("unknown", Reason.CLIENT_IP_UNKNOWN))
+                elif (
+                    place.networks_any is not None and not place.networks_any & where.networks
+                ) or (place.networks_none is not None and place.networks_none & where.networks):
+                    checks.append(("fail", Reason.NETWORK_DENIED))
+            if place.claim_matches_ip:
+                if where.ip_country is None or where.claim_country is None:
+                    checks.append(("unknown", Reason.COUNTRY_UNKNOWN))
+                elif where.ip_country != where.claim_country:
+                    checks.append(("fail", Reason.LOCATION_MISMATCH))
+        caller = rule.evidence.workload
+        if caller is not None:
+            if ev.workload is None:
+                checks.append(("fail", Reason.WORKLOAD_MISSING))
+            elif (
+                caller.spiffe_ids_any is not None and ev.workload.id not in caller.spiffe_ids_any
+            ) or (
+                caller.trust_domains_any is not None
+                and ev.workload.trust_domain not in caller.trust_domains_any
+            ):
+                checks.append(("fail", Reason.WORKLOAD_DENIED))
+        for status in ("fail", "unknown"):
+            for found, reason in checks:
+                if found == status:
+                    return status, reason
+        return "ok", None
+
+    def outcome(self, rule: Rule) -> tuple[bool, Reason | None, tuple[str, ...], bool]:
+        """(applies, miss reason or None, grants used, the miss is unknown evidence)."""
         who, used = self.who, []
+        service_rule = rule.evidence is not None and rule.evidence.workload is not None
         if not rule.anonymous:
             if who is None:
-                if rule.effect == "allow" or rule.subject is not None:
-                    return False, None, ()
+                if rule.subject is not None or (rule.effect == "allow" and not service_rule):
+                    return False, None, (), False
             elif rule.subject is not None:
                 if not subject_ok(rule.subject, who, self.groups, self.scopes):
-                    return False, None, ()
+                    return False, None, (), False
                 if not subject_ok(rule.subject, who, set(who.groups), set(who.scopes)):
                     s = rule.subject
                     wanted_groups = (s.groups_any or set()) | (s.groups_all or set())
@@ -197,19 +309,35 @@ class Reference:
             minute = datetime.fromtimestamp(self.now, UTC).hour * 60
             minute += datetime.fromtimestamp(self.now, UTC).minute
             if not window.start <= minute < window.end:
-                return False, Reason.OUTSIDE_TIME_WINDOW, ()
+                return False, Reason.OUTSIDE_TIME_WINDOW, (), False
         if rule.grant is not None:
             holding = [g for g in self.active if g.grant == rule.grant]
             if not holding:
                 inactive = any(g.grant == rule.grant for g in self.inactive)
-                return False, Reason.GRANT_INACTIVE if inactive else Reason.GRANT_REQUIRED, ()
+                return (
+                    False,
+                    Reason.GRANT_INACTIVE if inactive else Reason.GRANT_REQUIRED,
+                    (),
+                    False,
+                )
             used.append(holding[0].name)
+        pending = None
+        if rule.evidence is not None:
+            if rule.subject is None and service_rule and self.request.evidence.workload is None:
+                return False, None, (), False
+            status, reason = self.evidence(rule)
+            if status == "fail" or (status == "unknown" and rule.effect == "allow"):
+                return False, reason, (), False
+            if status == "unknown":
+                pending = reason
         if rule.when is not None:
             holds = self.cel(rule.when.source)
             if holds is None:
-                return False, Reason.CONDITION_ERROR, ()
+                return False, Reason.CONDITION_ERROR, (), False
             if not holds:
-                return False, Reason.CONDITION_NOT_MET, ()
+                return False, Reason.CONDITION_NOT_MET, (), False
+        if pending is not None:
+            return False, pending, (), True
         if rule.auth is not None:
             assert who is not None
             auth = rule.auth
@@ -222,8 +350,8 @@ class Reference:
                 )
             )
             if not strong:
-                return False, Reason.INSUFFICIENT_USER_AUTHENTICATION, ()
-        return True, None, tuple(dict.fromkeys(used))
+                return False, Reason.INSUFFICIENT_USER_AUTHENTICATION, (), False
+        return True, None, tuple(dict.fromkeys(used)), False
 
 
 def naive(
@@ -237,22 +365,29 @@ def naive(
     matching = [r for r in rules if rule_matches(r, request)]
     for rule in matching:
         if rule.effect == "deny":
-            applies, miss, _ = ref.outcome(rule)
+            applies, miss, _, unknown = ref.outcome(rule)
             if applies:
                 return Verdict(False, Reason.DENIED_BY_RULE, rule.id, rule.policy)
-            if miss is Reason.CONDITION_ERROR:
-                return Verdict(False, Reason.CONDITION_ERROR, rule.id, rule.policy)
+            if miss is Reason.CONDITION_ERROR or (miss is not None and unknown):
+                return Verdict(False, miss, rule.id, rule.policy)
     misses: dict[Reason, Rule] = {}
     for rule in matching:
         if rule.effect == "allow":
-            applies, miss, used = ref.outcome(rule)
+            applies, miss, used, _ = ref.outcome(rule)
             if applies:
-                reason = Reason.ALLOWED if who is not None else Reason.ALLOWED_ANONYMOUS
+                anonymous = who is None and rule.anonymous
+                reason = Reason.ALLOWED_ANONYMOUS if anonymous else Reason.ALLOWED
                 return Verdict(True, reason, rule.id, rule.policy, grants=used)
-            if miss is not None and miss not in misses:
+            as_workload = (
+                rule.evidence is not None
+                and rule.evidence.workload is not None
+                and request.evidence.workload is not None
+            )
+            counts = who is not None or miss is Reason.CONDITION_ERROR or as_workload
+            if miss is not None and miss not in misses and counts:
                 misses[miss] = rule
     for reason in MISS_PRIORITY:
-        if reason in misses and (who is not None or reason is Reason.CONDITION_ERROR):
+        if reason in misses:
             rule = misses[reason]
             step_up = None
             if reason is Reason.INSUFFICIENT_USER_AUTHENTICATION and rule.auth is not None:
@@ -292,9 +427,19 @@ def random_rule(rng: random.Random, rule_id: str) -> dict[str, Any]:
         }
     if rng.random() < 0.15:
         rule["when"] = rng.choice(CONDITIONS)
+    if rng.random() < 0.2:
+        rule["device"] = random_device_requirement(rng)
+    if rng.random() < 0.2:
+        rule["location"] = random_location_requirement(rng)
     if rule["effect"] == "allow" and rng.random() < 0.2:
         rule["anonymous"] = True
         return rule
+    if rng.random() < 0.15:
+        rule["workload"] = (
+            {"spiffe_ids_any": rng.sample(WORKLOADS, rng.randint(1, 2))}
+            if rng.random() < 0.6
+            else {"trust_domains_any": [rng.choice(["prod.example", "dev.example"])]}
+        )
     subject: dict[str, Any] = {}
     if rng.random() < 0.5:
         subject["groups_any"] = rng.sample(GROUPS, rng.randint(1, 2))
@@ -311,6 +456,68 @@ def random_rule(rng: random.Random, rule_id: str) -> dict[str, Any]:
             [{"amr_all": ["mfa"]}, {"acr_any": ["high", "max"]}, {"max_age": "10m"}]
         )
     return rule
+
+
+def random_device_requirement(rng: random.Random) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "managed": rng.random() < 0.8,
+        "compliant": True,
+        "disk_encrypted": True,
+        "max_risk": rng.choice([10, 30, 50]),
+        "max_posture_age": rng.choice(["10m", "1h"]),
+        "min_os_version": {"macos": "14.4", "windows": "10.0.22631"},
+        "sources_any": rng.sample(["device_token", "token_claims", "client_certificate"], 2),
+    }
+    keys = rng.sample(sorted(options), rng.randint(1, 3))
+    return {key: options[key] for key in keys}
+
+
+def random_location_requirement(rng: random.Random) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "countries_any": rng.sample(COUNTRIES[:3], rng.randint(1, 2)),
+        "countries_none": ["KP"],
+        "networks_any": ["corp-vpn"],
+        "networks_none": ["tor-exits"],
+        "claim_matches_ip": True,
+    }
+    keys = rng.sample(sorted(options), rng.randint(1, 2))
+    return {key: options[key] for key in keys}
+
+
+def random_evidence(rng: random.Random, now: float) -> Evidence:
+    device = None
+    if rng.random() < 0.6:
+        os_name = rng.choice(["macos", "windows", "linux", None])
+        versions = {"macos": ["14.3", "14.4", "15"], "windows": ["10.0.19045", "10.0.22631.2"]}
+        device = Device(
+            id=f"d{rng.randint(1, 3)}",
+            source=rng.choice(["device_token", "token_claims", "client_certificate"]),
+            managed=rng.choice([True, False, None]),
+            compliant=rng.choice([True, True, False, None]),
+            os_name=os_name,
+            os_version=rng.choice([*versions.get(os_name or "", ["1.0"]), None]),
+            disk_encrypted=rng.choice([True, False, None]),
+            risk_score=rng.choice([5.0, 25.0, 45.0, None]),
+            assessed_at=rng.choice([now - 60, now - 1800, now - 7200, None]),
+        )
+    problem = rng.choice(
+        [None, None, Reason.DEVICE_UNBOUND, Reason.DEVICE_INVALID, Reason.DEVICE_STALE]
+    )
+    known_ip = rng.random() < 0.8
+    ip_country = rng.choice([*COUNTRIES, None]) if known_ip else None
+    claim_country = rng.choice([*COUNTRIES, None])
+    location = Location(
+        client_ip="192.0.2.1" if known_ip else None,
+        networks=frozenset(rng.sample(NETWORKS, rng.randint(0, 2))) if known_ip else frozenset(),
+        ip_country=ip_country,
+        claim_country=claim_country,
+        country=ip_country or rng.choice([claim_country, None]),
+    )
+    workload = None
+    if rng.random() < 0.4:
+        chosen = rng.choice(WORKLOADS)
+        workload = Workload(chosen, chosen.split("/")[2], "peer")
+    return Evidence(device, problem, location, workload)
 
 
 def random_grants(rng: random.Random) -> list[dict[str, Any]]:
@@ -372,10 +579,11 @@ def write_random_policies(rng: random.Random, root: Path) -> None:
         (root / "grants.yaml").write_text(yaml.safe_dump_all(grants), encoding="utf-8")
 
 
-def random_request(rng: random.Random) -> PolicyInput:
+def random_request(rng: random.Random, now: float) -> PolicyInput:
     segments = [rng.choice(REQUEST_SEGMENTS) for _ in range(rng.randint(0, 4))]
     path = "/" + "/".join(segments)
-    return PolicyInput(rng.choice(REQUEST_METHODS), rng.choice(REQUEST_HOSTS), path)
+    request = PolicyInput(rng.choice(REQUEST_METHODS), rng.choice(REQUEST_HOSTS), path)
+    return with_evidence(request, random_evidence(rng, now), now)
 
 
 def random_principal(rng: random.Random, now: float) -> Principal | None:
@@ -407,7 +615,7 @@ def test_indexed_evaluation_equals_naive_scan(tmp_path: Path, seed: int) -> None
     outcomes = set()
     for _ in range(300):
         now = DAY_START + rng.randint(0, 86399)
-        request, who = random_request(rng), random_principal(rng, now)
+        request, who = random_request(rng, now), random_principal(rng, now)
         expected_candidates = [r.id for r in enforced if rule_matches(r, request)]
         found = policies.index.lookup(request.method, request.host, request.path)
         assert [r.id for r in found.rules] == expected_candidates, (seed, request)
@@ -432,7 +640,7 @@ def test_the_generator_reaches_every_reason(tmp_path: Path) -> None:
         policies = load_policy_dir(root)
         for _ in range(300):
             now = DAY_START + rng.randint(0, 86399)
-            request, who = random_request(rng), random_principal(rng, now)
+            request, who = random_request(rng, now), random_principal(rng, now)
             seen.add(evaluate(policies, request, who, now).reason)
     assert seen >= {
         Reason.ALLOWED,

@@ -8,6 +8,7 @@ from types import MappingProxyType
 import pytest
 
 from app.decision import Decision
+from app.evidence.model import Device, Evidence, Location, Workload
 from app.identity.principal import Principal
 from app.reasons import Reason
 from app.settings import Response
@@ -33,7 +34,14 @@ def principal(**overrides: object) -> Principal:
 
 
 def test_allow_sets_identity_headers_and_removes_none_it_sets() -> None:
-    decision = Decision(True, Reason.ALLOWED, "d1", "sha256:v", "read", "p", principal())
+    evidence = Evidence(
+        device=Device("dev-1", "device_token"),
+        location=Location(client_ip="203.0.113.9", country="DE"),
+        workload=Workload("spiffe://example.org/ns/a/sa/b", "example.org", "peer"),
+    )
+    decision = Decision(
+        True, Reason.ALLOWED, "d1", "sha256:v", "read", "p", principal(), evidence=evidence
+    )
     out = render(decision, SETTINGS)
     assert out.status == 200
     assert out.headers["x-auth-subject"] == "alice"
@@ -41,6 +49,9 @@ def test_allow_sets_identity_headers_and_removes_none_it_sets() -> None:
     assert out.headers["x-auth-groups"] == "auditors,finance"
     assert out.headers["x-auth-scopes"] == "invoices:read"
     assert out.headers["x-auth-decision-id"] == "d1"
+    assert out.headers["x-auth-device-id"] == "dev-1"
+    assert out.headers["x-auth-country"] == "DE"
+    assert out.headers["x-auth-workload"] == "spiffe://example.org/ns/a/sa/b"
     assert out.headers_to_remove == ()  # every identity header is set
 
 

@@ -1,0 +1,1 @@
+"""Load and micro benchmarks of ztauthz against baselines (``make bench``; see README.md)."""

@@ -1,0 +1,155 @@
+"""The lean HTTP check endpoint: the same answers with tracing on (inside FastAPI's middleware
+stack, under its server span) and off (straight to the endpoint), methods no check uses
+refused with 405, and the request mapped as the FastAPI route mapped it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from app.check import Checker
+from app.dev.issuer import create_issuer_app
+from app.dev.tokens import mint
+from app.settings import Settings
+from app.state import Runtime
+from app.telemetry.hub import Telemetry
+from app.telemetry.tracing import Tracing
+from app.transport.http import create_check_app, scope_context
+from tests.unit.dev.dev_helpers import serving, shared_keys
+
+POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
+AUDIENCE = "https://api.example.com"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[str]:
+    with serving(lambda url: create_issuer_app(shared_keys(), url)) as url:
+        yield url
+
+
+def token(issuer: str, **overrides: Any) -> str:
+    claims: dict[str, Any] = {
+        "issuer": issuer,
+        "audience": AUDIENCE,
+        "subject": "alice",
+        "groups": ["finance"],
+        "scopes": ["invoices:read"],
+    }
+    claims.update(overrides)
+    return mint(shared_keys(), **claims)
+
+
+@asynccontextmanager
+async def client(issuer: str, tracing: Tracing | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings.model_validate(
+        {"issuers": [{"issuer": issuer, "audiences": [AUDIENCE]}], "policies": POLICIES}
+    )
+    telemetry = Telemetry.create(settings, stream=io.StringIO(), tracing=tracing)
+    async with Runtime(settings, telemetry=telemetry) as runtime:
+        app = create_check_app(Checker(runtime))
+        telemetry.tracing.instrument(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ztauthz") as http:
+            yield http
+
+
+CASES: list[tuple[str, str, str | None, int, str | None]] = [
+    ("GET", "/check/invoices/42", "alice", 200, None),
+    ("GET", "/check/invoices/42", None, 401, "token_missing"),
+    ("POST", "/check/invoices/42", "alice", 403, "no_matching_rule"),
+    ("GET", "/check/invoices/%2e%2e/admin", "alice", 400, "path_rejected"),
+    ("GET", "/elsewhere/invoices", "alice", 400, "path_rejected"),  # outside the prefix
+    ("HEAD", "/check/invoices/42", "alice", 403, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "who", "status", "reason"), CASES)
+async def test_traced_and_untraced_endpoints_answer_alike(
+    issuer: str, method: str, path: str, who: str | None, status: int, reason: str | None
+) -> None:
+    headers = {"host": "api.example.com"}
+    if who is not None:
+        headers["authorization"] = f"Bearer {token(issuer)}"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    answers = []
+    for tracing in (None, Tracing(provider)):
+        async with client(issuer, tracing) as http:
+            answers.append(await http.request(method, path, headers=headers))
+    plain, traced = answers
+    assert plain.status_code == traced.status_code == status
+    if reason is not None and method != "HEAD":
+        assert plain.json()["reason"] == traced.json()["reason"] == reason
+    drop = {"x-auth-decision-id", "content-length"}
+    assert {k: v for k, v in plain.headers.items() if k not in drop} == {
+        k: v for k, v in traced.headers.items() if k not in drop
+    }
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert "ztauthz.check" in names
+    assert len(names) > 1  # the FastAPI server span around it
+
+
+async def test_allow_sets_identity_headers_and_names_the_others_for_removal(issuer: str) -> None:
+    async with client(issuer) as http:
+        reply = await http.get(
+            "/check/invoices/42",
+            headers={"host": "api.example.com", "authorization": f"Bearer {token(issuer)}"},
+        )
+    assert reply.status_code == 200
+    assert reply.headers["x-auth-subject"] == "alice"
+    assert reply.headers["content-length"] == "0"
+    removed = reply.headers["x-envoy-auth-headers-to-remove"].split(",")
+    assert removed and all(name.startswith("x-auth-") for name in removed)
+    assert not set(removed) & set(reply.headers)
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "BREW"])
+async def test_methods_no_check_uses_are_refused(issuer: str, method: str) -> None:
+    async with client(issuer) as http:
+        reply = await http.request(method, "/check/invoices/42")
+    assert reply.status_code == 405
+    assert "GET" in reply.headers["allow"]
+
+
+def scope(headers: list[tuple[bytes, bytes]], path: bytes = b"/check/a", query: bytes = b"") -> Any:
+    return {
+        "type": "http",
+        "method": "get",
+        "path": path.decode(),
+        "raw_path": path,
+        "query_string": query,
+        "headers": headers,
+    }
+
+
+def test_scope_context_maps_the_request_as_the_route_did() -> None:
+    ctx = scope_context(
+        scope(
+            [
+                (b"Host", b"first.example"),
+                (b"host", b"second.example"),
+                (b"X-Thing", b"1"),
+                (b"x-thing", b"2"),
+            ],
+            b"/check/a%2Fb",
+            b"x=1",
+        ),
+        "/check",
+    )
+    assert ctx.method == "GET"
+    assert ctx.host == "first.example"  # the first Host counts
+    assert ctx.headers["x-thing"] == "2"  # other repeated headers: the last one
+    assert ctx.path == "/a%2Fb?x=1"  # raw, undecoded, with the query
+    assert ctx.transport == "http"
+    with pytest.raises(TypeError):
+        ctx.headers["host"] = "evil"  # type: ignore[index]
