@@ -121,6 +121,7 @@ _MISS_PRIORITY: tuple[Reason, ...] = (
     Reason.CONDITION_NOT_MET,
 )
 
+
 def _same_scalar(actual: Any, expected: Scalar) -> bool:
     # Strict about types: true is not 1 and "1" is not 1; 1 and 1.0 are the same number.
     if isinstance(actual, bool) or isinstance(expected, bool):

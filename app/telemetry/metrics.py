@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,77 +64,72 @@ class StateView:
     key_ages: Mapping[str, float]  # issuer -> seconds since its keys were last fetched
 
 
-class _StateCollector:
-    def __init__(self, view: Callable[[], StateView]) -> None:
+T = TypeVar("T")
+
+
+class _ScrapeTimeCollector(Generic[T]):
+    """Metric families computed at scrape time from ``view()``; ``families(None)`` describes
+    them without reading anything."""
+
+    def __init__(self, view: Callable[[], T], families: Callable[[T | None], list[Metric]]) -> None:
         self._view = view
+        self._families = families
 
     def describe(self) -> Iterable[Metric]:
-        return self._families()
+        return self._families(None)
 
     def collect(self) -> Iterable[Metric]:
         return self._families(self._view())
 
-    @staticmethod
-    def _families(view: StateView | None = None) -> list[Metric]:
-        rules = GaugeMetricFamily(
-            "ztauthz_policy_rules", "Compiled policy rules in the active policy set."
-        )
-        info = GaugeMetricFamily(
-            "ztauthz_build_info",
-            "Always 1; the labels name the running version and the active policy version.",
-            labels=["version", "policy_version"],
-        )
-        age = GaugeMetricFamily(
-            "ztauthz_jwks_key_age_seconds",
-            "Seconds since the issuer's signing keys were last fetched successfully "
-            "(absent until the first success).",
-            labels=["issuer"],
-        )
-        if view is not None:
-            rules.add_metric([], view.rules)
-            info.add_metric([__version__, view.policy_version], 1)
-            for issuer, seconds in sorted(view.key_ages.items()):
-                age.add_metric([issuer], max(0.0, seconds))
-        return [rules, info, age]
+
+def _state_families(view: StateView | None) -> list[Metric]:
+    rules = GaugeMetricFamily(
+        "ztauthz_policy_rules", "Compiled policy rules in the active policy set."
+    )
+    info = GaugeMetricFamily(
+        "ztauthz_build_info",
+        "Always 1; the labels name the running version and the active policy version.",
+        labels=["version", "policy_version"],
+    )
+    age = GaugeMetricFamily(
+        "ztauthz_jwks_key_age_seconds",
+        "Seconds since the issuer's signing keys were last fetched successfully "
+        "(absent until the first success).",
+        labels=["issuer"],
+    )
+    if view is not None:
+        rules.add_metric([], view.rules)
+        info.add_metric([__version__, view.policy_version], 1)
+        for issuer, seconds in sorted(view.key_ages.items()):
+            age.add_metric([issuer], max(0.0, seconds))
+    return [rules, info, age]
 
 
-class _TokenCacheCollector:
+def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
     """The verified-token cache's counters, read from the cache at scrape time (the cache
     counts with plain integers: nothing is locked on the check path)."""
-
-    def __init__(self, view: Callable[[], CacheStats]) -> None:
-        self._view = view
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families()
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(self._view())
-
-    @staticmethod
-    def _families(stats: CacheStats | None = None) -> list[Metric]:
-        entries = GaugeMetricFamily(
-            "ztauthz_token_cache_entries", "Verified tokens remembered (by digest) right now."
-        )
-        capacity = GaugeMetricFamily(
-            "ztauthz_token_cache_capacity", "The most verified tokens remembered at once."
-        )
-        lookups = CounterMetricFamily(
-            "ztauthz_token_cache_lookups",
-            "Token cache lookups, by result: hit (the signature was not checked again) or miss.",
-            labels=["result"],
-        )
-        evictions = CounterMetricFamily(
-            "ztauthz_token_cache_evictions",
-            "Remembered tokens pushed out by newer ones (least recently used first).",
-        )
-        if stats is not None:
-            entries.add_metric([], stats.entries)
-            capacity.add_metric([], stats.capacity)
-            lookups.add_metric(["hit"], stats.hits)
-            lookups.add_metric(["miss"], stats.misses)
-            evictions.add_metric([], stats.evictions)
-        return [entries, capacity, lookups, evictions]
+    entries = GaugeMetricFamily(
+        "ztauthz_token_cache_entries", "Verified tokens remembered (by digest) right now."
+    )
+    capacity = GaugeMetricFamily(
+        "ztauthz_token_cache_capacity", "The most verified tokens remembered at once."
+    )
+    lookups = CounterMetricFamily(
+        "ztauthz_token_cache_lookups",
+        "Token cache lookups, by result: hit (the signature was not checked again) or miss.",
+        labels=["result"],
+    )
+    evictions = CounterMetricFamily(
+        "ztauthz_token_cache_evictions",
+        "Remembered tokens pushed out by newer ones (least recently used first).",
+    )
+    if stats is not None:
+        entries.add_metric([], stats.entries)
+        capacity.add_metric([], stats.capacity)
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        evictions.add_metric([], stats.evictions)
+    return [entries, capacity, lookups, evictions]
 
 
 class Metrics:
@@ -225,8 +220,8 @@ class Metrics:
 
     def watch_state(self, view: Callable[[], StateView]) -> None:
         """Expose the gauges computed from ``view`` (called at every scrape)."""
-        self.registry.register(_StateCollector(view))
+        self.registry.register(_ScrapeTimeCollector(view, _state_families))
 
     def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
         """Expose the verified-token cache's size and counters (``view`` at every scrape)."""
-        self.registry.register(_TokenCacheCollector(view))
+        self.registry.register(_ScrapeTimeCollector(view, _token_cache_families))
