@@ -4,12 +4,19 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# xds-protos (Envoy's API types) bundles an old copy of the opentelemetry/proto package; when pip
+# happens to install it after opentelemetry-proto, the OTLP exporters stop importing. Reinstall
+# the real opentelemetry-proto last, at the version already resolved.
+FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
+	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+
 .PHONY: demo test lint typecheck unit integration interop venv npm clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(FIX_OTEL_PROTO)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -38,6 +45,7 @@ bench: $(STAMP)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(FIX_OTEL_PROTO)
 	$(BIN)/python -m bench.run
 
 clean:

@@ -108,16 +108,29 @@ def _args(text: str) -> list[str]:
 def test_dependencies_come_only_from_the_hashed_lock(stages: list[Stage]) -> None:
     build = stages[0]
     installs = [r for r in build.all("RUN") if " install " in r]
-    assert len(installs) == 1
-    command = installs[0]
-    for flag in (
-        "--require-hashes",
-        "--only-binary=:all:",
-        "--no-deps",
-        "-r /tmp/requirements.lock",
-    ):
-        assert flag in command, flag
+    # The whole lock, then opentelemetry-proto again from its own hashed lock entry (xds-protos
+    # bundles an old copy of its files).
+    assert len(installs) == 2
+    for command in installs:
+        for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps"):
+            assert flag in command, flag
+    assert "-r /tmp/requirements.lock" in installs[0]
+    assert "/^opentelemetry-proto==/" in installs[1]
+    assert re.search(r"/tmp/requirements\.lock\s+> /tmp/opentelemetry-proto\.lock", installs[1])
+    assert "--force-reinstall" in installs[1]
+    assert "-r /tmp/opentelemetry-proto.lock" in installs[1]
     assert "requirements.lock /tmp/requirements.lock" in build.all("COPY")
+
+
+def test_the_lock_entry_that_the_image_reinstalls_is_one_hashed_requirement() -> None:
+    lock = LOCK.read_text().splitlines()
+    start = next(i for i, line in enumerate(lock) if line.startswith("opentelemetry-proto=="))
+    entry = []
+    for line in lock[start:]:
+        entry.append(line)
+        if not line.endswith("\\"):
+            break
+    assert len(entry) >= 2 and all("--hash=sha256:" in line for line in entry[1:])
 
 
 def test_runs_as_a_fixed_non_root_uid_that_the_manifests_name(stages: list[Stage]) -> None:
