@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -21,6 +22,7 @@ from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
 from app.transport.admin import create_admin_app
+from app.transport.check_protocol import Answers, CheckProtocol
 from app.transport.http import create_check_app
 
 if TYPE_CHECKING:
@@ -48,13 +50,23 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _server(app: object, host: str, port: int, log_level: str, grace: float) -> uvicorn.Server:
+def _server(
+    app: object,
+    host: str,
+    port: int,
+    log_level: str,
+    grace: float,
+    http: Callable[..., asyncio.Protocol] | None = None,
+) -> uvicorn.Server:
+    """uvicorn serving ``app``, or answering with the protocol ``http`` builds per connection."""
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         log_level=log_level,
-        http="httptools",  # uvicorn[standard]; the C parser, as "auto" would pick
+        # uvicorn[standard]'s C parser, as "auto" would pick; or the check listener's own
+        # protocol (app/transport/check_protocol.py), which uses the same parser.
+        http=http or "httptools",  # type: ignore[arg-type]
         # Envoy is the only client: X-Forwarded-* describe the original request (policy input
         # via the headers Envoy forwards), never this connection, so uvicorn must not rewrite
         # the scope's client from them.
@@ -109,9 +121,16 @@ async def serve(settings: Settings) -> None:
         ]
         if settings.server.check.enabled:
             check = create_check_app(checker)
-            runtime.telemetry.tracing.instrument(check)
             listener = settings.server.check
-            servers.append(_server(check, listener.host, listener.port, settings.log_level, grace))
+            protocol = None
+            if runtime.telemetry.tracing.enabled:
+                # opentelemetry-instrumentation-fastapi's server span around every check
+                runtime.telemetry.tracing.instrument(check)
+            else:
+                protocol = functools.partial(CheckProtocol, Answers(check.endpoint))
+            servers.append(
+                _server(check, listener.host, listener.port, settings.log_level, grace, protocol)
+            )
         grpc_server: GrpcServer | None = None
         if settings.server.grpc.enabled:
             # Imported only when used: grpcio and the Envoy protos are ~20 MB per worker.

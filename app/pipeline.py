@@ -17,6 +17,7 @@ from app.identity.extract import extract_token
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput, with_evidence
+from app.policy.memo import memoizable
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason
 from app.request import RequestContext
@@ -86,10 +87,21 @@ async def authorize(
             with steps.span(EVIDENCE_SPAN):
                 evidence = await state.evidence.gather(ctx, principal, now)
                 request = with_evidence(request, evidence, now)
+        # Plain rules decide the same for the same principal and request line (the memo's
+        # module says when); shadow policies and evidence make every check its own.
+        remember = principal is not None and evidence is None and state.candidate is None
         with steps.span(EVALUATE_SPAN):
-            return policy_decision(
+            if remember:
+                assert principal is not None
+                known = state.memo.get(principal, state.policies, request, decision_id)
+                if known is not None:
+                    return known
+            decision = policy_decision(
                 state.policies, state.candidate, request, principal, now, decision_id, evidence
             )
+        if remember and memoizable(state.policies, request):
+            state.memo.put(state.policies, request, decision)
+        return decision
     except Exception:
         log.exception("check failed; denying (decision_id=%s)", decision_id)
         return Decision(False, Reason.INTERNAL_ERROR, decision_id, version, principal=principal)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
@@ -18,6 +18,7 @@ from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
+from app.policy.memo import DecisionMemo
 from app.settings import Settings
 from app.telemetry.events import Event
 from app.telemetry.hub import Telemetry
@@ -34,6 +35,8 @@ class RuntimeState:
     policies: CompiledPolicies
     candidate: CompiledPolicies | None = None  # evaluated beside the live policies, not enforced
     evidence: EvidenceGatherer | None = None  # None: no evidence source is configured
+    # Decisions of plain rules (app/policy/memo.py); a new state, a new memo.
+    memo: DecisionMemo = field(default_factory=DecisionMemo, init=False, compare=False, repr=False)
 
 
 def load_options(settings: Settings) -> LoadOptions:

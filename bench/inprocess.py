@@ -171,3 +171,63 @@ class AsgiDriver:
             for one in scopes:
                 await app(dict(one), receive, send)
         return time.perf_counter() - started
+
+
+class _Transport(asyncio.Transport):
+    """Collects what the protocol writes; ``reply`` resolves at each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply: asyncio.Future[bytes] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_result(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class ProtocolDriver:
+    """Feeds HTTP/1.1 check requests to the check listener's protocol (the one ``serve``
+    runs with tracing off) over a fake transport, one at a time, and keeps the statuses."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from types import SimpleNamespace
+
+        from app.transport.check_protocol import Answers, CheckProtocol
+
+        app = create_check_app(Checker(runtime))
+        state = SimpleNamespace(connections=set(), tasks=set())
+        config = SimpleNamespace(timeout_keep_alive=5)
+        self.protocol = CheckProtocol(Answers(app.endpoint), config, state)
+        self.transport = _Transport()
+        self.protocol.connection_made(self.transport)
+        self.statuses: dict[int, int] = {}
+
+    async def run(self, tokens: Sequence[str], repeat: int = 1) -> float:
+        """Seconds for ``repeat`` passes over ``tokens``, one request each."""
+        heads = [request_bytes(token) for token in tokens]
+        loop = asyncio.get_running_loop()
+        protocol, transport = self.protocol, self.transport
+        started = time.perf_counter()
+        for _ in range(repeat):
+            for head in heads:
+                transport.reply = loop.create_future()
+                protocol.data_received(head)
+                reply = (
+                    transport.reply.result() if transport.reply.done() else await transport.reply
+                )
+                status = int(reply[9:12])
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+        return time.perf_counter() - started
+
+
+def request_bytes(token: str) -> bytes:
+    lines = [f"{policies.METHOD} {PREFIX}{policies.PATH} HTTP/1.1".encode()]
+    lines += [name + b": " + value for name, value in ENVOY_HEADERS]
+    lines.append(f"authorization: Bearer {token}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"

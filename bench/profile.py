@@ -1,7 +1,7 @@
 """Profile the check path in-process: ``python -m bench.profile [--cold] [--requests N]``.
 
-Drives the check app through ASGI (no sockets) with the benchmark request and prints the
-microseconds per request, then a pyinstrument call tree (``pip install pyinstrument``; the
+Drives the check listener's protocol (or, with ``--asgi``, the ASGI app) without sockets, on
+uvloop, with the benchmark request, and prints the microseconds per request, then a pyinstrument call tree (``pip install pyinstrument``; the
 ``bench`` extra installs it). For a live server under load use py-spy instead, e.g.
 ``py-spy record -p <ztauthz pid> -f raw -o profile.txt`` while wrk runs.
 """
@@ -13,10 +13,13 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from app.main import event_loop_factory
 from bench import inprocess, policies
 
 
-async def _profile(requests: int, cold: bool, alg: str, rules: int, profile: bool) -> None:
+async def _profile(
+    requests: int, cold: bool, alg: str, rules: int, profile: bool, asgi: bool
+) -> None:
     with tempfile.TemporaryDirectory(prefix="ztauthz-profile-") as tmp:
         work = Path(tmp)
         policy_dir = policies.write_policy_dir(work / "policies", rules)
@@ -25,7 +28,9 @@ async def _profile(requests: int, cold: bool, alg: str, rules: int, profile: boo
             tokens = issuer.tokens(requests, alg) if cold else [issuer.token(alg)]
             repeat = 1 if cold else requests
             async with inprocess.running(settings) as runtime:
-                driver = inprocess.AsgiDriver(runtime)
+                driver: inprocess.AsgiDriver | inprocess.ProtocolDriver = (
+                    inprocess.AsgiDriver(runtime) if asgi else inprocess.ProtocolDriver(runtime)
+                )
                 await driver.run(tokens[:50] if cold else tokens, 50 if not cold else 1)
                 if not profile:
                     seconds = await driver.run(tokens, repeat)
@@ -48,8 +53,14 @@ def main() -> None:
     parser.add_argument("--alg", choices=("RS256", "ES256"), default="RS256")
     parser.add_argument("--rules", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true", help="only time the requests")
+    parser.add_argument(
+        "--asgi", action="store_true", help="through the ASGI app (tracing on) instead"
+    )
     args = parser.parse_args()
-    asyncio.run(_profile(args.requests, args.cold, args.alg, args.rules, not args.no_profile))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # uvloop, as serve
+        runner.run(
+            _profile(args.requests, args.cold, args.alg, args.rules, not args.no_profile, args.asgi)
+        )
 
 
 if __name__ == "__main__":

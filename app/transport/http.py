@@ -13,15 +13,15 @@ check uses are refused with 405, as a method-bound route would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from types import MappingProxyType
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.check import Checker
+from app.decision import Decision
 from app.request import RequestContext, make_context
-from app.transport.render import HEADERS_TO_REMOVE, Rendered, render
+from app.transport.render import HEADERS_TO_REMOVE, Rendered, removed_value, render
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
 _METHODS = frozenset(ALL_METHODS)
@@ -39,19 +39,30 @@ def original_path(raw_path: bytes, query: bytes, path_prefix: str) -> str:
     return path[len(path_prefix) :] if path.startswith(path_prefix + "/") else ""
 
 
+RawHeaders = list[tuple[bytes, bytes]]
+
+
 def scope_context(scope: Scope, path_prefix: str) -> RequestContext:
-    """The RequestContext of an ASGI HTTP scope (header names lower-cased; the last of
-    repeated headers wins, the first ``host``)."""
-    raw = scope["headers"]
+    """The RequestContext of an ASGI HTTP scope."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    target = raw_path + b"?" + query if query else raw_path
+    return head_context(scope["method"], target, scope["headers"], path_prefix)
+
+
+def head_context(method: str, target: bytes, raw: RawHeaders, path_prefix: str) -> RequestContext:
+    """The RequestContext of a check request's head: its method, request target (path and
+    query, as sent) and headers. Header names are lower-cased; the last of repeated headers
+    wins, except ``host``, where the first counts."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
     host = headers.get("host", "")
     if len(headers) < len(raw):  # a repeated header: the first Host counts
         host = next((v.decode("latin-1") for n, v in raw if n.lower() == b"host"), "")
-    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_path, _, query = target.partition(b"?")
     return RequestContext(
-        method=scope["method"].upper(),
+        method=method.upper(),
         host=host,
-        path=original_path(raw_path, scope.get("query_string", b""), path_prefix),
+        path=original_path(raw_path, query, path_prefix),
         headers=MappingProxyType(headers),
         transport="http",
     )
@@ -80,45 +91,31 @@ def response_headers(rendered: Rendered) -> dict[str, str]:
 def raw_headers(rendered: Rendered) -> list[tuple[bytes, bytes]]:
     """``response_headers`` as ASGI wants them, with the body's content-length."""
     raw = [(b"content-length", str(len(rendered.body)).encode())]
-    raw += _encoded(rendered.headers.items())
+    raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.headers.items()]
     if rendered.headers_to_remove:
-        raw.append((b"x-envoy-auth-headers-to-remove", _removed(rendered.headers_to_remove)))
+        raw.append((HEADERS_TO_REMOVE.encode(), removed_value(rendered.headers_to_remove)))
     return raw
-
-
-def _encoded(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in items]
-
-
-_REMOVED: dict[tuple[str, ...], bytes] = {}
-
-
-def _removed(names: tuple[str, ...]) -> bytes:
-    """The comma-joined header names (a handful of distinct tuples: cached)."""
-    joined = _REMOVED.get(names)
-    if joined is None:
-        joined = ",".join(names).encode("latin-1")
-        if len(_REMOVED) < 64:
-            _REMOVED[names] = joined
-    return joined
 
 
 class CheckEndpoint:
     """ASGI app answering one HTTP request with one check."""
 
     def __init__(self, checker: Checker) -> None:
-        self._checker = checker
+        self.checker = checker
         settings = checker.runtime.state.settings  # fixed for the runtime; reloads swap policies
-        self._prefix = settings.server.check.path_prefix
+        self.prefix = settings.server.check.path_prefix
         self._response = settings.response
+
+    def rendered(self, decision: Decision) -> Rendered:
+        return render(decision, self._response)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in _METHODS:
             await send(_start(405, _NOT_ALLOWED))
             await send({"type": "http.response.body", "body": b""})
             return
-        decision = await self._checker.check(scope_context(scope, self._prefix))
-        rendered = render(decision, self._response)
+        decision = await self.checker.check(scope_context(scope, self.prefix))
+        rendered = self.rendered(decision)
         await send(_start(rendered.status, raw_headers(rendered)))
         await send({"type": "http.response.body", "body": rendered.body})
 
@@ -150,14 +147,14 @@ class CheckApp(FastAPI):
 
     def __init__(self, checker: Checker) -> None:
         super().__init__(title="ztauthz check", openapi_url=None, docs_url=None, redoc_url=None)
-        self._endpoint = CheckEndpoint(checker)
+        self.endpoint = CheckEndpoint(checker)
         self._direct = not checker.runtime.telemetry.tracing.enabled
         if not self._direct:
-            self.add_middleware(_Checks, endpoint=self._endpoint)
+            self.add_middleware(_Checks, endpoint=self.endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._direct and scope["type"] == "http":
-            await self._endpoint(scope, receive, send)
+            await self.endpoint(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -166,5 +163,5 @@ def _start(status: int, headers: list[tuple[bytes, bytes]]) -> Message:
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
-def create_check_app(checker: Checker) -> FastAPI:
+def create_check_app(checker: Checker) -> CheckApp:
     return CheckApp(checker)

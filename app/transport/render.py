@@ -115,6 +115,20 @@ def _step_up_challenge(decision: Decision, realm: str) -> str:
 _TOKEN_CHARS = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
+_REMOVED: dict[tuple[str, ...], bytes] = {}
+
+
+def removed_value(names: tuple[str, ...]) -> bytes:
+    """``x-envoy-auth-headers-to-remove``'s value: the names, comma-joined (a handful of
+    distinct tuples: cached)."""
+    joined = _REMOVED.get(names)
+    if joined is None:
+        joined = ",".join(names).encode("latin-1")
+        if len(_REMOVED) < 64:
+            _REMOVED[names] = joined
+    return joined
+
+
 def render(decision: Decision, settings: Response) -> Rendered:
     if decision.allow:
         return _render_allow(decision)

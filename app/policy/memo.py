@@ -1,0 +1,89 @@
+"""Decisions of plain rules, remembered per verified principal and request line.
+
+A rule is *plain* when nothing but the request's method, host and path and the principal
+decides whether it applies: no time window, grant, CEL condition, step-up requirement or
+evidence condition. When every rule matching a request is plain, there are no dry-run or
+candidate policies to shadow it, and no evidence source is configured, the decision is a
+function of (principal, method, host, path) for as long as these policies are loaded. The
+token cache hands back the same Principal object for the same verified token (and a new one
+once the keys change or the token is verified again), so this memo keys on that object,
+compared by identity, and lives in one RuntimeState: a policy reload starts a new memo.
+
+What a remembered decision skips is the policy evaluation and nothing else: the token is
+still found in the token cache and checked against the clock on every request, before the
+memo is asked. Tests decide random requests with and without the memo and compare.
+"""
+
+from __future__ import annotations
+
+from app.decision import Decision
+from app.identity.principal import Principal
+from app.policy.evaluate import PolicyInput
+from app.policy.index import CompiledPolicies
+from app.policy.model import Rule
+
+
+def plain(rule: Rule) -> bool:
+    """Does only the request line and the principal decide whether ``rule`` applies?"""
+    return (
+        rule.time_window is None
+        and rule.grant is None
+        and rule.when is None
+        and rule.auth is None
+        and rule.evidence is None
+    )
+
+
+def memoizable(policies: CompiledPolicies, request: PolicyInput) -> bool:
+    """May the decision of ``request`` under ``policies`` be remembered (see module doc)?"""
+    if policies.dry_run_index is not None:
+        return False
+    rules = policies.index.lookup(request.method, request.host, request.path).rules
+    return all(plain(rule) for rule in rules)
+
+
+class DecisionMemo:
+    """Bounded: when full, it starts again empty (the next requests fill it back)."""
+
+    MAX_ENTRIES = 8192
+
+    def __init__(self) -> None:
+        self._decisions: dict[
+            tuple[int, str, str, str], tuple[Principal, CompiledPolicies, Decision]
+        ] = {}
+
+    def __len__(self) -> int:
+        return len(self._decisions)
+
+    def get(
+        self,
+        principal: Principal,
+        policies: CompiledPolicies,
+        request: PolicyInput,
+        decision_id: str,
+    ) -> Decision | None:
+        """The decision remembered for this principal, request line and policies, made anew
+        as ``decision_id``; None when there is none."""
+        found = self._decisions.get((id(principal), request.method, request.host, request.path))
+        if found is None or found[0] is not principal or found[1] is not policies:
+            return None
+        d = found[2]
+        return Decision(
+            d.allow,
+            d.reason,
+            decision_id,
+            d.policy_version,
+            d.rule_id,
+            d.policy,
+            principal,
+            d.grants,
+        )
+
+    def put(self, policies: CompiledPolicies, request: PolicyInput, decision: Decision) -> None:
+        """Remember ``decision`` (whose principal is set) for its request line."""
+        principal = decision.principal
+        assert principal is not None
+        if len(self._decisions) >= self.MAX_ENTRIES:
+            self._decisions.clear()
+        key = (id(principal), request.method, request.host, request.path)
+        self._decisions[key] = (principal, policies, decision)
