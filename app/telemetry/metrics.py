@@ -4,19 +4,26 @@ Every label value comes from a closed set: decisions, reason codes, transports, 
 URLs, outcomes and event names. Never a subject, a path or anything else a client chooses.
 The series of the closed sets are created up front, so a scrape shows explicit zeros.
 
-The per-check work is two dict lookups and two increments (label children are cached).
+The per-check work is a few integer increments in plain dicts (``CheckCounts``), turned into
+metric families at scrape time.
 Gauges about the current state (compiled rules, key age, build info) are computed at scrape
 time by a collector, so nothing has to remember to update them.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from app import __version__
 from app.identity.token_cache import CacheStats
@@ -132,31 +139,74 @@ def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
     return [entries, capacity, lookups, evictions]
 
 
+class CheckCounts:
+    """Decisions by (reason, transport) and check durations by transport, counted with plain
+    integers from the event loop that runs the checks, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[Reason, str], int] = {
+            (reason, transport): 0 for transport in TRANSPORTS for reason in Reason
+        }
+        # per transport label: a count per bucket (the last one is +Inf), and the sum
+        self.buckets: dict[str, list[int]] = {
+            label: [0] * (len(DURATION_BUCKETS) + 1) for label in (*TRANSPORTS, OTHER)
+        }
+        self.sums: dict[str, float] = dict.fromkeys((*TRANSPORTS, OTHER), 0.0)
+
+    def observe(self, reason: Reason, transport: str, seconds: float) -> None:
+        label = transport if transport in TRANSPORTS else OTHER
+        key = (reason, label)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        self.buckets[label][bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.sums[label] += seconds
+
+
+def _check_families(counts: CheckCounts | None) -> list[Metric]:
+    decisions = CounterMetricFamily(
+        "ztauthz_decisions",
+        "Checks decided, by decision, reason code and transport.",
+        labels=["decision", "reason", "transport"],
+    )
+    duration = HistogramMetricFamily(
+        "ztauthz_check_duration_seconds",
+        "Time to decide one check, from the transport's call to the decision.",
+        labels=["transport"],
+    )
+    failures = CounterMetricFamily(
+        "ztauthz_token_failures",
+        "Tokens refused by verification, by reason code.",
+        labels=["reason"],
+    )
+    if counts is None:
+        return [decisions, duration, failures]
+    by_failure = dict.fromkeys(sorted(TOKEN_FAILURES, key=lambda r: r.value), 0)
+    for (reason, label), count in list(counts.decisions.items()):
+        decisions.add_metric([decision_label(reason), reason.value, label], count)
+        if reason in by_failure:
+            by_failure[reason] += count
+    for reason, count in by_failure.items():
+        failures.add_metric([reason.value], count)
+    for label, per_bucket in counts.buckets.items():
+        if label == OTHER and not any(per_bucket):
+            continue  # only when some transport outside the closed set was seen
+        cumulative, total = [], 0
+        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), per_bucket, strict=True):
+            total += count
+            cumulative.append((bound, total))
+        duration.add_metric([label], cumulative, counts.sums[label])
+    return [decisions, duration, failures]
+
+
 class Metrics:
     """The instruments. ``registry`` is what /metrics exposes."""
 
     def __init__(self, issuers: Sequence[str] = (), registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.decisions = Counter(
-            "ztauthz_decisions",
-            "Checks decided, by decision, reason code and transport.",
-            ["decision", "reason", "transport"],
-            registry=r,
-        )
-        self.check_duration = Histogram(
-            "ztauthz_check_duration_seconds",
-            "Time to decide one check, from the transport's call to the decision.",
-            ["transport"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.token_failures = Counter(
-            "ztauthz_token_failures",
-            "Tokens refused by verification, by reason code.",
-            ["reason"],
-            registry=r,
-        )
+        # Per check: plain integers, turned into families at scrape time (no lock, no label
+        # lookup on the check path; checks all run on the one event loop).
+        self.checks = CheckCounts()
+        r.register(_ScrapeTimeCollector(lambda: self.checks, _check_families))
         self.jwks_refreshes = Counter(
             "ztauthz_jwks_refresh",
             "JWKS fetches, by issuer and outcome (success, failure).",
@@ -180,37 +230,14 @@ class Metrics:
             ["event"],
             registry=r,
         )
-        self._checks: dict[tuple[Reason, str], tuple[Counter, Histogram]] = {}
-        self._token_failures: dict[Reason, Counter] = {}
-        for transport in TRANSPORTS:
-            for reason in Reason:
-                self._check_children(reason, transport)
-        for reason in TOKEN_FAILURES:
-            self._token_failures[reason] = self.token_failures.labels(reason.value)
         for issuer in issuers:
             for outcome in OUTCOMES:
                 self.jwks_refreshes.labels(issuer, outcome)
         for outcome in OUTCOMES:
             self.policy_reloads.labels(outcome)
 
-    def _check_children(self, reason: Reason, transport: str) -> tuple[Counter, Histogram]:
-        label = transport_label(transport)
-        children = (
-            self.decisions.labels(decision_label(reason), reason.value, label),
-            self.check_duration.labels(label),
-        )
-        self._checks[(reason, transport)] = children
-        return children
-
     def observe_check(self, reason: Reason, transport: str, seconds: float) -> None:
-        children = self._checks.get((reason, transport))
-        if children is None:
-            children = self._check_children(reason, transport)
-        children[0].inc()
-        children[1].observe(seconds)
-        failure = self._token_failures.get(reason)
-        if failure is not None:
-            failure.inc()
+        self.checks.observe(reason, transport, seconds)
 
     def jwks_refreshed(self, issuer: str, ok: bool) -> None:
         self.jwks_refreshes.labels(issuer, OUTCOMES[0] if ok else OUTCOMES[1]).inc()

@@ -236,3 +236,76 @@ def test_write_failures_are_counted_as_dropped() -> None:
     for _ in range(3):
         log.record(NOW, ctx(), ALLOW, DECISION_ID, 1)
     assert dropped.count == 3
+
+
+# -- the encoded line: its kept (per principal, rule, version, reason) part and the rest ----
+
+HASHED = subject_view(b"k" * 32)
+
+
+def formatted(
+    log: DecisionLog, decision: Decision | None, request: RequestContext, **kw: Any
+) -> Any:
+    entry = (
+        kw.get("now", NOW),
+        request,
+        decision,
+        kw.get("decision_id", DECISION_ID),
+        kw.get("latency", 1234),
+        kw.get("trace"),
+        kw.get("span"),
+    )
+    return entry, json.loads(log.format(entry))
+
+
+@pytest.mark.parametrize("subject", [subject_view(None), HASHED], ids=["plain", "hashed"])
+@pytest.mark.parametrize(
+    "decision",
+    [ALLOW, DENY_TOKEN, DENY_RULE, WITH_GRANT_AND_DRY_RUN, None],
+    ids=["allow", "deny-token", "deny-rule", "grant-dry-run", "exception"],
+)
+def test_format_writes_exactly_decision_line_every_time(
+    decision: Decision | None, subject: Any
+) -> None:
+    """The same line whether its decision's fixed part is encoded afresh or reused: checked
+    for repeated checks that differ in every per-check field."""
+    log = DecisionLog(io.StringIO(), subject=subject)
+    requests = [
+        ctx(),
+        make_context("POST", "other.example.com:8443", '/a"b\\c?x=1', {}),
+        ctx("/x", **{"x-ztauthz-client-address": "2001:db8::1"}),
+    ]
+    for index, request in enumerate(requests * 2):
+        entry, out = formatted(
+            log,
+            decision,
+            request,
+            now=NOW + index * 1.5,
+            decision_id=f"{index:032x}",
+            latency=index,
+            trace=index or None,
+            span=index * 7 or None,
+        )
+        assert out == decision_line(entry, subject)
+        VALIDATOR.validate(out)
+
+
+def test_format_keeps_nothing_across_principals_rules_or_versions() -> None:
+    log = DecisionLog(io.StringIO())
+    request = ctx()
+    first = Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, "r1", "p", principal("alice"))
+    variants = [
+        first,
+        Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, "r1", "p", principal("alice")),
+        Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, "r1", "p", principal("bob")),
+        Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, "r2", "q", first.principal),
+        Decision(True, Reason.ALLOWED, DECISION_ID, "sha256:ffff", "r1", "p", first.principal),
+        Decision(False, Reason.DENIED_BY_RULE, DECISION_ID, VERSION, "r1", "p", first.principal),
+    ]
+    for decision in variants * 2:
+        entry, out = formatted(log, decision, request)
+        assert out == decision_line(entry, subject_view(None))
+    assert {out["subject"] for _, out in (formatted(log, d, request) for d in variants)} == {
+        "alice",
+        "bob",
+    }
