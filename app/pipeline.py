@@ -17,7 +17,6 @@ from app.identity.extract import extract_token
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput, with_evidence
-from app.policy.memo import memoizable
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason
 from app.request import RequestContext
@@ -99,7 +98,7 @@ async def authorize(
             decision = policy_decision(
                 state.policies, state.candidate, request, principal, now, decision_id, evidence
             )
-        if remember and memoizable(state.policies, request):
+        if remember:
             state.memo.put(state.policies, request, decision)
         return decision
     except Exception:

@@ -48,6 +48,8 @@ class DecisionMemo:
     MAX_ENTRIES = 8192
 
     def __init__(self) -> None:
+        # (policies, method, host, path) -> are all the rules matching it plain?
+        self._plain_lines: dict[tuple[int, str, str, str], tuple[CompiledPolicies, bool]] = {}
         self._decisions: dict[
             tuple[int, str, str, str], tuple[Principal, CompiledPolicies, Decision]
         ] = {}
@@ -80,9 +82,19 @@ class DecisionMemo:
         )
 
     def put(self, policies: CompiledPolicies, request: PolicyInput, decision: Decision) -> None:
-        """Remember ``decision`` (whose principal is set) for its request line."""
+        """Remember ``decision`` (whose principal is set) for its request line, if only plain
+        rules match it (``memoizable``, itself remembered per request line)."""
         principal = decision.principal
         assert principal is not None
+        line = (id(policies), request.method, request.host, request.path)
+        known = self._plain_lines.get(line)
+        if known is None or known[0] is not policies:
+            known = (policies, memoizable(policies, request))
+            if len(self._plain_lines) >= self.MAX_ENTRIES:
+                self._plain_lines.clear()
+            self._plain_lines[line] = known
+        if not known[1]:
+            return
         if len(self._decisions) >= self.MAX_ENTRIES:
             self._decisions.clear()
         key = (id(principal), request.method, request.host, request.path)
