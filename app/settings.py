@@ -211,11 +211,23 @@ class Token(_Model):
     cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
 
 
+_REALM = re.compile(r"[ !#-\[\]-~]+")
+
+
 class Response(_Model):
     """What denials tell the client. Reason codes are always given; rule ids only on request."""
 
     include_rule: bool = False
-    realm: str = "ztauthz"
+    # Written into WWW-Authenticate as realm="...": visible ASCII and spaces, no quote or
+    # backslash (nothing that could end the quoted string or the header).
+    realm: str = Field(default="ztauthz", min_length=1, max_length=256)
+
+    @field_validator("realm")
+    @classmethod
+    def _quotable(cls, realm: str) -> str:
+        if not _REALM.fullmatch(realm):
+            raise ValueError("must be visible ASCII or spaces, without '\"' or '\\'")
+        return realm
 
 
 class DecisionLogSettings(_Model):

@@ -54,6 +54,8 @@ _KEEP_END = b"content-length: 0\r\n\r\n"
 _CLOSE_END = b"content-length: 0\r\nconnection: close\r\n\r\n"
 _NOT_ALLOWED = b"allow: " + ", ".join(ALL_METHODS).encode() + b"\r\n"
 _HEAD_METHOD = b"HEAD"
+# After a refusal: how long what the client still sends is read and dropped before closing.
+LINGER_SECONDS = 2.0
 
 
 def status_line(status: int) -> bytes:
@@ -146,6 +148,14 @@ def _plain(status: int, extra: bytes = b"") -> bytes:
     return _STATUS_LINES[status] + extra + b"content-length: 0\r\nconnection: close\r\n\r\n"
 
 
+_PAUSED_FOR_WRITING = 1
+_PAUSED_FOR_CHECK = 2
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback when a request head passes MAX_HEAD_BYTES."""
+
+
 class _Request:
     """One parsed request head, waiting for its turn on the connection."""
 
@@ -194,7 +204,12 @@ class CheckProtocol(asyncio.Protocol):
         # the request head being parsed
         self._target = b""
         self._headers: RawHeaders = []
-        self._head_bytes = 0
+        self._in_head = False  # between the start of a request and the end of its headers
+        self._begun = 0  # requests begun on this connection
+        self._head_bytes = 0  # its request target and headers, as parsed
+        self._head_raw = 0  # bytes received while it was still incomplete
+        self._too_large = False
+        self._paused = 0  # reasons reading is paused: _PAUSED_FOR_WRITING | _PAUSED_FOR_CHECK
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -216,33 +231,50 @@ class CheckProtocol(asyncio.Protocol):
         if self._closing or self._refused:
             return
         self._idle_since = self._loop.time()
+        # A head still arriving is bounded even while none of its headers completes: every
+        # byte received since it began counts (for the read it began in: the whole read).
+        begun = self._begun
+        if self._in_head:
+            self._head_raw += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # No upgrades (WebSocket, h2c, CONNECT tunnels) here: the request head itself was
             # parsed and is answered like any other; what follows it is not HTTP/1.1.
             self._refuse(None)
-        except httptools.HttpParserError:
-            self._refuse(400)
+        except httptools.HttpParserError:  # also _HeadTooLarge, raised from a callback
+            self._refuse(431 if self._too_large else 400)
         else:
-            if self._head_bytes > MAX_HEAD_BYTES:
+            if self._in_head and self._begun != begun:
+                self._head_raw = len(data)
+            if self._in_head and self._head_raw > MAX_HEAD_BYTES:
                 self._refuse(431)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._pause(_PAUSED_FOR_WRITING)
 
     def resume_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.resume_reading()
+        self._resume(_PAUSED_FOR_WRITING)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        self._paused &= ~reason
+        transport = self._transport
+        if not self._paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     # -- uvicorn's server ------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop after the checks already received: close at once when idle."""
+        """Close at once when idle; otherwise answer the check in progress (with
+        ``connection: close``) and close: requests pipelined behind it get no answer."""
         self._closing = True
         if not self._busy and self._transport is not None:
             self._transport.close()
@@ -250,23 +282,30 @@ class CheckProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._begun += 1
         self._target = b""
         self._headers = []
-        self._head_bytes = 0
+        self._in_head = True
+        self._head_bytes = self._head_raw = 0
 
     def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes <= MAX_HEAD_BYTES:
-            self._target += url
+        self._count(len(url))
+        self._target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes <= MAX_HEAD_BYTES:
-            self._headers.append((name, value))
+        self._count(len(name) + len(value) + 4)
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._too_large = True
+            raise _HeadTooLarge  # stops the parser: data_received refuses with 431
 
     def on_message_complete(self) -> None:
-        if self._head_bytes > MAX_HEAD_BYTES:
-            return  # data_received refuses the connection
         parser = self._parser
         method = parser.get_method()
         request = _Request(
@@ -277,6 +316,10 @@ class CheckProtocol(asyncio.Protocol):
             method == _HEAD_METHOD,
         )
         self._pending.append(request)
+        if self._busy:
+            # A check is waiting (for keys): read no further until it is answered, as
+            # uvicorn does, so a client cannot queue requests without bound meanwhile.
+            self._pause(_PAUSED_FOR_CHECK)
         self._drain()
 
     # -- answering -------------------------------------------------------------------------
@@ -292,7 +335,7 @@ class CheckProtocol(asyncio.Protocol):
             while pending and not self._busy:
                 following = pending.popleft()
                 if isinstance(following, bytes):  # a refusal: the last answer on this connection
-                    self._send(following, close=True)
+                    self._send_refusal(following)
                 else:
                     self._start(following)
         finally:
@@ -324,6 +367,8 @@ class CheckProtocol(asyncio.Protocol):
             self._pending.clear()
             self._send(_plain(503), close=True)
         self._drain()
+        if not self._busy and not self._refused:
+            self._resume(_PAUSED_FOR_CHECK)
 
     async def _answer(self, request: _Request) -> None:
         close = not request.keep_alive or self._closing
@@ -355,12 +400,31 @@ class CheckProtocol(asyncio.Protocol):
             self._pending.clear()
             transport.close()
 
+    def _send_refusal(self, refusal: bytes) -> None:
+        """Write the refusal, then close gracefully: the client may still be sending what was
+        refused, and closing with unread data would reset the connection (and could destroy
+        the refusal before it is read). So only our side is closed; what arrives is read and
+        dropped until the client closes too, or LINGER_SECONDS pass."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._closing = True
+        self._pending.clear()
+        if refusal:
+            transport.write(refusal)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._loop.call_later(LINGER_SECONDS, transport.close)
+        self._paused = 0
+        transport.resume_reading()  # data_received drops it; EOF closes the connection
+
     def _refuse(self, status: int | None) -> None:
         """Answer what cannot be parsed with ``status`` (None: nothing) and close, after the
         requests before it on this connection are answered. Nothing more is parsed."""
         self._refused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._pause(_PAUSED_FOR_CHECK)
         self._pending.append(b"" if status is None else _plain(status))
         self._drain()
 

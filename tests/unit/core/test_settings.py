@@ -141,3 +141,18 @@ def test_jwks_uri_replaces_discovery_and_conflicts_with_it(tmp_path: Path) -> No
 def test_jwks_timing_floors(tmp_path: Path, jwks: str, message: str) -> None:
     text = GOOD.replace("claims: {groups: groups, scopes: scope}", f"jwks: {jwks}")
     assert any(":11: issuers[0].jwks:" in p and message in p for p in problems(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "realm", ['"api\\r\\nx-injected: yes"', "'a\"b'", "'a\\\\b'", "''", '"tab\\there"']
+)
+def test_a_realm_that_could_break_the_challenge_is_refused(tmp_path: Path, realm: str) -> None:
+    """The realm is written into WWW-Authenticate unencoded (realm="..."): CR, LF, quotes,
+    backslashes and control characters are refused where they are configured."""
+    found = problems(tmp_path, GOOD + f"response: {{realm: {realm}}}\n")
+    assert any(":13: response.realm:" in p for p in found), found
+
+
+def test_a_plain_realm_is_accepted(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD + "response: {realm: Example API v2}\n"))
+    assert settings.response.realm == "Example API v2"
