@@ -3,11 +3,13 @@
 Built from the dev tooling the demo and the integration tests use (app/dev/procs.py for the
 supervision, app/dev/stack.py for the ztauthz configuration and commands, app/dev/envoy.py
 for the shipped Envoy bootstraps): the dev issuer, the bare endpoint (scenario 1, and the
-upstream of every Envoy), ztauthz serving HTTP ext_authz, ztauthz serving gRPC ext_authz, and
+upstream of every Envoy), ztauthz serving HTTP ext_authz, ztauthz serving gRPC ext_authz, the
+HTTP one again without allow lines in its decision log (scenario 2i, informational), and
 four Envoys (no authorization, jwt_authn + rbac, ext_authz over HTTP, over gRPC).
 
-The two ztauthz processes run the configuration a deployment would: decision log on (to
-their log file), metrics on, traces off (no OTEL_* endpoint), one worker each.
+The ztauthz processes run the configuration a deployment would: decision log on (to their
+log file), metrics on, traces off (no OTEL_* endpoint), one worker each; only the third
+samples its allow lines out, to show what the decision log costs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from app.dev.envoy import envoy_command, transport_env
+from app.dev.envoy import Transport, envoy_command, transport_env
 from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
 from app.dev.stack import AUDIENCE, LOOPBACK, Ports, bind_config, ztauthz_command
@@ -51,6 +53,7 @@ class LoadStack:
     bare_port: int
     http: Ztauthz
     grpc: Ztauthz
+    http_no_allow_lines: Ztauthz  # informational: allow lines sampled out of the decision log
     envoy_ports: Mapping[str, int]  # variant -> listener port
 
     def url(self, port: int, path: str) -> str:
@@ -96,6 +99,11 @@ def bench_config() -> dict[str, Any]:
         ],
         "log_level": "info",
     }
+
+
+# What the decision log costs, shown beside scenario 2: the same ztauthz writing no allow
+# lines (denials would still be written). Not a configuration any target is measured with.
+NO_ALLOW_LINES: Mapping[str, Any] = {"telemetry": {"decision_log": {"allow_sample_rate": 0.0}}}
 
 
 def ztauthz_config(
@@ -151,9 +159,14 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
     group.start(issuer, bare_process(workdir, bare_port, env))
 
     servers: dict[str, Ztauthz] = {}
-    for transport in ("http", "grpc"):
+    checkers: tuple[tuple[str, Transport, Mapping[str, Any] | None], ...] = (
+        ("http", "http", None),
+        ("grpc", "grpc", None),
+        ("http-no-allow-lines", "http", NO_ALLOW_LINES),
+    )
+    for key, transport, extra in checkers:
         check_port, admin_port = free_port(), free_port()
-        name = f"ztauthz-{transport}"
+        name = f"ztauthz-{key}"
         config = ztauthz_config(
             workdir,
             name,
@@ -161,10 +174,11 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
             policies=policies,
             check_port=check_port,
             admin_port=admin_port,
+            extra=extra,
         )
-        transport_vars = transport_env("grpc" if transport == "grpc" else "http", check_port)
+        transport_vars = transport_env(transport, check_port)
         process = ztauthz_process(workdir, name, config, admin_port, {**env, **transport_vars})
-        servers[transport] = Ztauthz(process, check_port, admin_port)
+        servers[key] = Ztauthz(process, check_port, admin_port)
 
     envoy_ports: dict[str, int] = {}
     envoys: list[ManagedProcess] = []
@@ -201,6 +215,7 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
         bare_port=bare_port,
         http=servers["http"],
         grpc=servers["grpc"],
+        http_no_allow_lines=servers["http-no-allow-lines"],
         envoy_ports=envoy_ports,
     )
 

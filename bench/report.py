@@ -93,7 +93,7 @@ def markdown(
         f"Python {machine['python']}, Envoy {machine['envoy']}, {machine['wrk']}; "
         f"commit {machine['commit']}. Each load run: {machine['seconds']:g} s of wrk "
         "(1 thread) after a warm-up; ztauthz with one worker, decision log and metrics on, "
-        "traces off.",
+        "traces off (scenario 2i: allow lines sampled out of the decision log).",
         "",
         markdown_table(rows),
         "",

@@ -159,7 +159,8 @@ def load_scenarios(
         _log(f"({scenario.number}) {scenario.title}")
         scenarios.check_answers(stack, scenario, token)
         direct = scenario.key.startswith(("warm", "cold"))
-        before = cache_counts(stack.http.admin_url) if direct else {}
+        server = stack.http_no_allow_lines if scenario.key == "warm-no-allow-lines" else stack.http
+        before = cache_counts(server.admin_url) if direct else {}
         measured.append(
             scenarios.measure(
                 stack,
@@ -172,7 +173,7 @@ def load_scenarios(
             )
         )
         if direct:
-            after = cache_counts(stack.http.admin_url)
+            after = cache_counts(server.admin_url)
             hits = after.get("hit", 0) - before.get("hit", 0)
             misses = after.get("miss", 0) - before.get("miss", 0)
             ratio = hits / (hits + misses) if hits + misses else 0.0

@@ -3,6 +3,8 @@ concurrency level, every request checked to have been answered 200.
 
     1   bare       a bare uvicorn endpoint answering 200 (the ceiling of the server stack)
     2   warm       ztauthz's check endpoint, directly, the same token every request
+    2i  warm-no-allow-lines  the same with allow lines sampled out of the decision log: what
+                   the log costs (informational; no target uses it)
     3   cold-rs    ztauthz's check endpoint, directly, a different RS256 token every request
     3   cold-es    the same with ES256 tokens
     4   envoy      Envoy to the upstream, no authorization
@@ -47,6 +49,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "2",
         "ztauthz direct, warm token cache",
         lambda s: s.http.check_port,
+        CHECK_PREFIX + policies.PATH,
+    ),
+    Scenario(
+        "warm-no-allow-lines",
+        "2i",
+        "the same, allow lines sampled out of the decision log (informational)",
+        lambda s: s.http_no_allow_lines.check_port,
         CHECK_PREFIX + policies.PATH,
     ),
     Scenario(
