@@ -9,7 +9,10 @@ only the authorization filter differs:
   its verified-JWT cache on) and ``rbac`` enforcing the benchmark rule ``invoices-read``
   (GET /invoices or /invoices/*, group finance or auditors, scope invoices:read): the
   in-proxy floor, with no extra hop;
-- ``http`` / ``grpc`` (6, 6b) the shipped ext_authz to ztauthz, unchanged.
+- ``http`` / ``grpc`` (6, 6b) the shipped ext_authz to ztauthz, unchanged;
+- ``http-bare`` (6i, informational) the shipped HTTP ext_authz, unchanged, asking the bare
+  endpoint (which answers 200 to anything) instead of ztauthz: what Envoy's ext_authz costs
+  Envoy itself, the ceiling of any HTTP authorization service here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import yaml
 
 from app.dev.envoy import render_envoy_config, shipped_envoy_config
 
-Variant = Literal["none", "native", "http", "grpc"]
+Variant = Literal["none", "native", "http", "grpc", "http-bare"]
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _JWT_AUTHN = "envoy.filters.http.jwt_authn"
 _PROVIDER = "ztauthz_bench"

@@ -5,7 +5,8 @@ supervision, app/dev/stack.py for the ztauthz configuration and commands, app/de
 for the shipped Envoy bootstraps): the dev issuer, the bare endpoint (scenario 1, and the
 upstream of every Envoy), ztauthz serving HTTP ext_authz, ztauthz serving gRPC ext_authz, the
 HTTP one again without allow lines in its decision log (scenario 2i, informational), and
-four Envoys (no authorization, jwt_authn + rbac, ext_authz over HTTP, over gRPC).
+five Envoys (no authorization, jwt_authn + rbac, ext_authz over HTTP, over gRPC, and over
+HTTP to the bare endpoint: what ext_authz costs Envoy itself).
 
 The ztauthz processes run the configuration a deployment would: decision log on (to their
 log file), metrics on, traces off (no OTEL_* endpoint), one worker each; only the third
@@ -182,10 +183,14 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
 
     envoy_ports: dict[str, int] = {}
     envoys: list[ManagedProcess] = []
-    variants: tuple[envoy_configs.Variant, ...] = ("none", "native", "http", "grpc")
+    variants: tuple[envoy_configs.Variant, ...] = ("none", "native", "http", "grpc", "http-bare")
     for variant in variants:
         listen, admin = free_port(), free_port()
-        authz = servers["grpc" if variant == "grpc" else "http"].check_port
+        authz = (
+            bare_port
+            if variant == "http-bare"
+            else servers["grpc" if variant == "grpc" else "http"].check_port
+        )
         path = envoy_configs.write_scenario_config(
             workdir / f"envoy-{variant}.yaml",
             variant,

@@ -92,8 +92,10 @@ def markdown(
         f"Measured {machine['date']} on {machine['cpus']} CPUs ({machine['cpu']}), "
         f"Python {machine['python']}, Envoy {machine['envoy']}, {machine['wrk']}; "
         f"commit {machine['commit']}. Each load run: {machine['seconds']:g} s of wrk "
-        "(1 thread) after a warm-up; ztauthz with one worker, decision log and metrics on, "
-        "traces off (scenario 2i: allow lines sampled out of the decision log).",
+        f"(1 thread) after a warm-up; at c={THROUGHPUT_CONNECTIONS} every scenario ran "
+        f"{machine.get('rounds', 1)} times, interleaved, and the median run counts. ztauthz "
+        "with one worker, decision log and metrics on, traces off (scenario 2i: allow lines "
+        "sampled out of the decision log).",
         "",
         markdown_table(rows),
         "",
@@ -137,11 +139,12 @@ def plot(measured: Sequence[Measured], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     for m in measured:
-        conns = [r.connections for r in m.runs]
+        runs = m.levels()
+        conns = [r.connections for r in runs]
         label = f"({m.scenario.number}) {m.scenario.key}"
-        axes[0].plot(conns, [r.p50_us / 1000 for r in m.runs], marker="o", label=label)
-        axes[1].plot(conns, [r.p99_us / 1000 for r in m.runs], marker="o", label=label)
-        axes[2].plot(conns, [r.rps for r in m.runs], marker="o", label=label)
+        axes[0].plot(conns, [r.p50_us / 1000 for r in runs], marker="o", label=label)
+        axes[1].plot(conns, [r.p99_us / 1000 for r in runs], marker="o", label=label)
+        axes[2].plot(conns, [r.rps for r in runs], marker="o", label=label)
     for ax, title, unit in (
         (axes[0], "p50 latency", "ms"),
         (axes[1], "p99 latency", "ms"),

@@ -10,6 +10,8 @@ concurrency level, every request checked to have been answered 200.
     4   envoy      Envoy to the upstream, no authorization
     5   native     Envoy with jwt_authn + rbac (the in-proxy floor)
     6   ext-http   Envoy with ztauthz over HTTP ext_authz
+    6i  ext-http-bare  the same Envoy asking the bare endpoint instead (which allows anything):
+                   what ext_authz costs Envoy itself (informational; no target uses it)
     6b  ext-grpc   Envoy with ztauthz over gRPC ext_authz
 
 Every scenario sends the same request (``GET /invoices/42`` with a bearer token) through the
@@ -92,6 +94,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         policies.PATH,
     ),
     Scenario(
+        "ext-http-bare",
+        "6i",
+        "Envoy + HTTP ext_authz to the bare endpoint (informational: ext_authz's cost in Envoy)",
+        lambda s: s.envoy_ports["http-bare"],
+        policies.PATH,
+    ),
+    Scenario(
         "ext-grpc",
         "6b",
         "Envoy + ztauthz, gRPC ext_authz",
@@ -107,14 +116,25 @@ class ScenarioError(RuntimeError):
 
 @dataclass(slots=True)
 class Measured:
+    """Every run of one scenario; a concurrency level may have been measured more than once
+    (rounds), and then stands for the run with the median req/s."""
+
     scenario: Scenario
     runs: list[wrk.RunResult] = field(default_factory=list)
 
     def at(self, connections: int) -> wrk.RunResult:
-        for run in self.runs:
-            if run.connections == connections:
-                return run
-        raise KeyError(f"{self.scenario.key}: no run at {connections} connections")
+        found = sorted((r for r in self.runs if r.connections == connections), key=_rps)
+        if not found:
+            raise KeyError(f"{self.scenario.key}: no run at {connections} connections")
+        return found[(len(found) - 1) // 2]
+
+    def levels(self) -> list[wrk.RunResult]:
+        """One run per concurrency level (the median one), by concurrency."""
+        return [self.at(c) for c in sorted({r.connections for r in self.runs})]
+
+
+def _rps(run: wrk.RunResult) -> float:
+    return run.rps
 
 
 def check_answers(stack: LoadStack, scenario: Scenario, token: str) -> None:
@@ -141,40 +161,59 @@ def measure(
 ) -> Measured:
     """Warm up, then one run per concurrency level. Cold scenarios take fresh tokens from
     their pool for every run (the pool grows before a run, never during one)."""
-    url = stack.url(scenario.port(stack), scenario.path)
-    pool = pools.get(scenario.cold_alg) if scenario.cold_alg else None
     measured = Measured(scenario)
     estimate = 0.0
     for index, conns in enumerate((WARMUP_CONNECTIONS, *connections)):
         warmup = index == 0
         duration = WARMUP_SECONDS if warmup else seconds
-        first = 0
-        tokens = warm_tokens
-        if pool is not None:
-            # Enough unused tokens for the fastest rate seen so far, with a margin.
-            pool.ensure(int(max(estimate, 8_000.0) * duration * 1.5) + 1_000)
-            tokens, first = pool.path, pool.used
-        result = wrk.run(url, connections=conns, seconds=duration, tokens=tokens, first_token=first)
-        if pool is not None:
-            pool.advance(result.requests + conns)  # in-flight requests took tokens too
-        if result.errors:
-            raise ScenarioError(
-                f"{scenario.key}: {result.errors} errors at {conns} connections "
-                f"({result.non_2xx} non-2xx answers) out of {result.requests} requests"
-            )
+        result = one_run(stack, scenario, conns, duration, warm_tokens, pools, estimate)
         estimate = max(estimate, result.rps)
         if warmup:
-            reused = f" (reused tokens: {result.wrapped})" if pool and result.wrapped else ""
+            cold = scenario.cold_alg is not None and result.wrapped
+            reused = f" (reused tokens: {result.wrapped})" if cold else ""
             log(f"  {scenario.key}: warm-up {result.rps:,.0f} req/s{reused}")
             continue
         measured.runs.append(result)
-        log(
-            f"  {scenario.key}: c={conns:<3} {result.rps:>9,.0f} req/s  "
-            f"p50 {result.p50_us:>6} us  p99 {result.p99_us:>6} us"
-            + (
-                f"  (reused tokens: {result.wrapped})"
-                if pool is not None and result.wrapped
-                else ""
-            )
-        )
+        log(describe(scenario, result))
     return measured
+
+
+def one_run(
+    stack: LoadStack,
+    scenario: Scenario,
+    connections: int,
+    seconds: int,
+    warm_tokens: Path,
+    pools: dict[str, TokenPool],
+    estimate: float = 0.0,
+) -> wrk.RunResult:
+    """One bounded wrk run of ``scenario``; a cold one takes unused tokens from its pool
+    (grown before the run, for ``estimate`` req/s or more, never during it)."""
+    url = stack.url(scenario.port(stack), scenario.path)
+    pool = pools.get(scenario.cold_alg) if scenario.cold_alg else None
+    first = 0
+    tokens = warm_tokens
+    if pool is not None:
+        # Enough unused tokens for the fastest rate seen so far, with a margin.
+        pool.ensure(int(max(estimate, 8_000.0) * seconds * 1.5) + 1_000)
+        tokens, first = pool.path, pool.used
+    result = wrk.run(
+        url, connections=connections, seconds=seconds, tokens=tokens, first_token=first
+    )
+    if pool is not None:
+        pool.advance(result.requests + connections)  # in-flight requests took tokens too
+    if result.errors:
+        raise ScenarioError(
+            f"{scenario.key}: {result.errors} errors at {connections} connections "
+            f"({result.non_2xx} non-2xx answers) out of {result.requests} requests"
+        )
+    return result
+
+
+def describe(scenario: Scenario, result: wrk.RunResult) -> str:
+    cold = scenario.cold_alg is not None and result.wrapped
+    reused = f"  (reused tokens: {result.wrapped})" if cold else ""
+    return (
+        f"  {scenario.key}: c={result.connections:<3} {result.rps:>9,.0f} req/s  "
+        f"p50 {result.p50_us:>6} us  p99 {result.p99_us:>6} us{reused}"
+    )
