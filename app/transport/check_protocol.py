@@ -289,21 +289,23 @@ class CheckProtocol(asyncio.Protocol):
         self._head_bytes = self._head_raw = 0
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._too_long()
         self._target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._too_long()
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
 
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._too_large = True
-            raise _HeadTooLarge  # stops the parser: data_received refuses with 431
+    def _too_long(self) -> None:
+        self._too_large = True
+        raise _HeadTooLarge  # stops the parser: data_received refuses with 431
 
     def on_message_complete(self) -> None:
         parser = self._parser
