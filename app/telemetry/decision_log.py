@@ -177,7 +177,7 @@ class DecisionLog:
         self._sample = sample
         self._queue: deque[bytes] = deque()  # formatted lines, without the newline
         self._fd = _file_descriptor(self._stream)
-        self._fixed: dict[tuple[int, str | None, str, Reason], tuple[Principal, bytes]] = {}
+        self._fixed: dict[tuple[int, str | None, str, Reason], tuple[Principal, bytes | None]] = {}
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one writer at a time: the thread or flush()
         self._closing = False
@@ -223,8 +223,9 @@ class DecisionLog:
 
         The fields that only depend on the decision's principal, rule, policy version and
         reason (decision, status, issuer, subject, ...) are the same for every check a
-        verified token makes on the same rule: they are kept, encoded, per (principal, rule,
-        policy version, reason), and only the per-check fields are encoded each time.
+        verified token makes on the same rule: from the second such check on, they are kept,
+        encoded, per (principal, rule, policy version, reason), and only the per-check fields
+        are encoded each time.
         Decisions with evidence, grants or a dry run are encoded whole.
         """
         when, ctx, decision, decision_id, latency_us, trace_id, span_id = entry
@@ -239,13 +240,17 @@ class DecisionLog:
             return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
         key = (id(principal), decision.rule_id, decision.policy_version, decision.reason)
         known = self._fixed.get(key)
-        if known is not None and known[0] is principal:
-            fixed = known[1]
-        else:
-            line = decision_line(entry, self._subject)
-            fixed = orjson.dumps({k: v for k, v in line.items() if k not in PER_CHECK})[1:-1]
+        if known is None or known[0] is not principal:
+            # First sight: most tokens are seen once (a new token per request costs nothing
+            # more than the whole line); the fixed part is kept from the second sight on.
             if len(self._fixed) >= _MAX_FIXED:
                 self._fixed.clear()
+            self._fixed[key] = (principal, None)
+            return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
+        fixed = known[1]
+        if fixed is None:
+            line = decision_line(entry, self._subject)
+            fixed = orjson.dumps({k: v for k, v in line.items() if k not in PER_CHECK})[1:-1]
             self._fixed[key] = (principal, fixed)
         if trace_id is None and self._caller_trace is not None:
             trace_id = self._caller_trace(ctx.headers)
