@@ -1,11 +1,13 @@
 """The decision log: exactly one JSON line per check, on stdout, never blocking the check.
 
-``record`` turns the decision into its JSON line (orjson: a few microseconds, kept as bytes)
-and appends it to a bounded queue (allow lines may be sampled out first; denials never are). A background
-thread writes the queued lines in batches and flushes once per batch: it only ever does I/O,
-which releases the GIL, so it never holds the event loop up for long (formatting lines there
-instead made the loop wait for the GIL in bursts, which showed as a ten-fold p99). When the queue is full, or writing fails, lines are
-dropped and counted in ``ztauthz_decision_log_dropped_total``: the check never waits.
+``record`` turns the decision into its JSON line (orjson: a few microseconds) and appends it,
+with its newline, to one bounded buffer (allow lines may be sampled out first; denials never
+are). A background thread takes the whole buffer at once and writes it to the file descriptor:
+it only ever does I/O, which releases the GIL, so it never holds the event loop up for long
+(formatting lines there instead made the loop wait for the GIL in bursts, which showed as a
+ten-fold p99), and no line object outlives its check or is freed by another thread. When the
+buffer holds ``queue_size`` lines, or writing fails, lines are dropped and counted in
+``ztauthz_decision_log_dropped_total``: the check never waits.
 Before ``start`` and after ``close`` there is no writer thread, and ``record`` writes at once
 (tests, and the last checks of a shutdown, lose nothing).
 
@@ -21,7 +23,6 @@ import os
 import random
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO
@@ -175,7 +176,11 @@ class DecisionLog:
         self._max = queue_size
         self._rate = allow_sample_rate
         self._sample = sample
-        self._queue: deque[bytes] = deque()  # formatted lines, without the newline
+        # Queued lines, each with its newline, in one buffer: the writer takes it whole, so
+        # no line object outlives its check or is freed by another thread.
+        self._buffer = bytearray()
+        self._lines = 0
+        self._buffer_lock = threading.Lock()  # appends (event loop) against takes (writer)
         self._fd = _file_descriptor(self._stream)
         self._fixed: dict[tuple[int, str | None, str, Reason], tuple[Principal, bytes | None]] = {}
         self._wake = threading.Event()
@@ -201,8 +206,7 @@ class DecisionLog:
             and self._sample() >= self._rate
         ):
             return
-        queue = self._queue
-        if len(queue) >= self._max:
+        if self._lines >= self._max:
             self._drop(1)
             return
         entry = (when, ctx, decision, decision_id, latency_us, trace_id, span_id)
@@ -212,10 +216,14 @@ class DecisionLog:
             self._drop(1)
             log.exception("could not format a decision log line (decision_id=%s)", decision_id)
             return
-        queue.append(line)
+        with self._buffer_lock:
+            buffer = self._buffer
+            buffer += line
+            buffer.append(0x0A)  # the line's newline
+            self._lines = lines = self._lines + 1
         if self._thread is None:
             self.flush()
-        elif len(queue) >= _BATCH and not self._wake.is_set():
+        elif lines >= _BATCH and not self._wake.is_set():
             self._wake.set()
 
     def format(self, entry: Entry) -> bytes:
@@ -291,18 +299,17 @@ class DecisionLog:
         """Write everything queued, now, in the calling thread (the writer thread does this
         continuously; tests and shutdown call it to be sure)."""
         with self._lock:
-            queue = self._queue
-            lines = [queue.popleft() for _ in range(len(queue))]  # only this side pops
-            if not lines:
+            with self._buffer_lock:
+                data, self._buffer = self._buffer, bytearray()
+                count, self._lines = self._lines, 0
+            if not count:
                 return
-            count = len(lines)
-            lines.append(b"")  # the last line's newline
             try:
-                self._write(b"\n".join(lines))
+                self._write(data)
             except (OSError, ValueError):
                 self._drop(count)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytearray) -> None:
         """Straight to the file descriptor when there is one (no text layer: the lines are
         UTF-8 JSON already), else through the stream (tests)."""
         fd = self._fd
