@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ztauthz")
 
+# Idle connections on the check listener are closed by Envoy, the client, never first by
+# ztauthz: a server-side close racing a request Envoy has just sent on that connection fails
+# the request (with status_on_error: a spurious 503). Envoy's upstream idle timeout is one hour
+# unless its cluster sets common_http_protocol_options.idle_timeout; this is longer.
+CHECK_KEEP_ALIVE_SECONDS = 3_900
+
 
 class _Server(uvicorn.Server):
     """uvicorn without signal handlers of its own: ``serve`` stops every listener together."""
@@ -57,6 +63,7 @@ def _server(
     log_level: str,
     grace: float,
     http: Callable[..., asyncio.Protocol] | None = None,
+    keep_alive: int = 5,
 ) -> uvicorn.Server:
     """uvicorn serving ``app``, or answering with the protocol ``http`` builds per connection."""
     config = uvicorn.Config(
@@ -77,6 +84,7 @@ def _server(
         date_header=False,
         lifespan="off",
         timeout_graceful_shutdown=math.ceil(grace),
+        timeout_keep_alive=keep_alive,
     )
     return _Server(config)
 
@@ -129,7 +137,15 @@ async def serve(settings: Settings) -> None:
             else:
                 protocol = functools.partial(CheckProtocol, Answers(check.endpoint))
             servers.append(
-                _server(check, listener.host, listener.port, settings.log_level, grace, protocol)
+                _server(
+                    check,
+                    listener.host,
+                    listener.port,
+                    settings.log_level,
+                    grace,
+                    protocol,
+                    CHECK_KEEP_ALIVE_SECONDS,
+                )
             )
         grpc_server: GrpcServer | None = None
         if settings.server.grpc.enabled:
