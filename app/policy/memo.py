@@ -2,9 +2,9 @@
 
 A rule is *plain* when nothing but the request's method, host and path and the principal
 decides whether it applies: no time window, grant, CEL condition, step-up requirement or
-evidence condition. When every rule matching a request is plain, no grant widens groups or
-scopes (grants come and go with the clock), there are no dry-run or candidate policies to
-shadow it, and no evidence source is configured, the decision is a
+evidence condition. When every rule matching a request is plain, no grant could widen the
+principal's groups or scopes (grants come and go with the clock), there are no dry-run or
+candidate policies to shadow it, and no evidence source is configured, the decision is a
 function of (principal, method, host, path) for as long as these policies are loaded. The
 token cache hands back the same Principal object for the same verified token (and a new one
 once the keys change or the token is verified again), so this memo keys on that object,
@@ -36,15 +36,24 @@ def plain(rule: Rule) -> bool:
 
 
 def memoizable(policies: CompiledPolicies, request: PolicyInput) -> bool:
-    """May the decision of ``request`` under ``policies`` be remembered (see module doc)?"""
+    """Do only plain rules match ``request`` under ``policies``, with no dry run beside them?"""
     if policies.dry_run_index is not None:
-        return False
-    if any(grant.groups or grant.scopes for grant in policies.grants.grants):
-        # An active grant widens a principal's groups or scopes, so any subject condition
-        # may hold at one moment and not the next: nothing is plain while such grants exist.
         return False
     rules = policies.index.lookup(request.method, request.host, request.path).rules
     return all(plain(rule) for rule in rules)
+
+
+def widened(policies: CompiledPolicies, principal: Principal) -> bool:
+    """Could a grant widen this principal's groups or scopes? Grants come and go with the
+    clock, so then any subject condition may hold at one moment and not the next."""
+    return bool(policies.grants.grants) and any(
+        grant.groups or grant.scopes for grant in policies.grants.for_principal(principal)
+    )
+
+
+def eligible(policies: CompiledPolicies, request: PolicyInput, principal: Principal) -> bool:
+    """May the decision of ``request`` by ``principal`` be remembered (see module doc)?"""
+    return memoizable(policies, request) and not widened(policies, principal)
 
 
 class DecisionMemo:
@@ -98,7 +107,7 @@ class DecisionMemo:
             if len(self._plain_lines) >= self.MAX_ENTRIES:
                 self._plain_lines.clear()
             self._plain_lines[line] = known
-        if not known[1]:
+        if not known[1] or widened(policies, principal):
             return
         if len(self._decisions) >= self.MAX_ENTRIES:
             self._decisions.clear()

@@ -34,7 +34,7 @@ from app.identity.verify import TokenVerifier, build_key_sources
 from app.pipeline import authorize, new_decision_id
 from app.policy.evaluate import PolicyInput
 from app.policy.loader import load_policy_dir
-from app.policy.memo import DecisionMemo, memoizable
+from app.policy.memo import DecisionMemo, eligible
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Settings
@@ -360,7 +360,7 @@ async def compare_memo_with_fresh_states(
         principal = fresh.principal
         if principal is not None:
             key = (id(principal), method, host, path)
-            if key in seen and memoizable(state.policies, PolicyInput(method, host, path)):
+            if key in seen and eligible(state.policies, PolicyInput(method, host, path), principal):
                 repeats += 1
             seen.add(key)
     return mismatches, repeats, reasons
@@ -415,6 +415,25 @@ async def test_an_expired_group_grant_stops_allowing(world: World) -> None:
     assert (during.allow, during.grants) == (True, ("admins-for-an-hour",))
     after = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 11 * 3600)
     assert (after.allow, after.reason) == (False, Reason.NO_MATCHING_RULE)
+
+
+async def test_only_principals_a_grant_could_widen_are_kept_out_of_the_memo(
+    world: World,
+) -> None:
+    rule = {**READ, "subject": {"groups_any": ["admins"]}}
+    root = world.write(
+        "grants-for-sam",
+        policy("p", [rule]),
+        grant("admins-for-an-hour", DAY_START + 9 * 3600, 1, subject="sam", groups=["admins"]),
+    )
+    state = world.state(root)
+    sam, ann = world.token(), world.token(sub="ann", groups=["admins"])
+    for _ in range(2):
+        await decide(state, sam, "GET", "a.example.com", "/a/1", DAY_START + 9.5 * 3600)
+    assert len(state.memo) == 0  # sam's groups depend on the clock
+    for _ in range(2):
+        ann_decision = await decide(state, ann, "GET", "a.example.com", "/a/1", DAY_START)
+    assert ann_decision.allow and len(state.memo) == 1  # no grant names ann: remembered
 
 
 @pytest.mark.parametrize(
