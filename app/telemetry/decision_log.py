@@ -237,29 +237,9 @@ class DecisionLog:
         Decisions with evidence, grants or a dry run are encoded whole.
         """
         when, ctx, decision, decision_id, latency_us, trace_id, span_id = entry
-        principal = None if decision is None else decision.principal
-        if (
-            decision is None
-            or principal is None
-            or decision.evidence is not None
-            or decision.dry_run is not None
-            or decision.grants
-        ):
-            return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
-        key = (id(principal), decision.rule_id, decision.policy_version, decision.reason)
-        known = self._fixed.get(key)
-        if known is None or known[0] is not principal:
-            # First sight: most tokens are seen once (a new token per request costs nothing
-            # more than the whole line); the fixed part is kept from the second sight on.
-            if len(self._fixed) >= _MAX_FIXED:
-                self._fixed.clear()
-            self._fixed[key] = (principal, None)
-            return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
-        fixed = known[1]
+        fixed = None if decision is None else self._fixed_part(entry, decision)
         if fixed is None:
-            line = decision_line(entry, self._subject)
-            fixed = orjson.dumps({k: v for k, v in line.items() if k not in PER_CHECK})[1:-1]
-            self._fixed[key] = (principal, fixed)
+            return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
         if trace_id is None and self._caller_trace is not None:
             trace_id = self._caller_trace(ctx.headers)
         per_check = orjson.dumps(
@@ -277,6 +257,34 @@ class DecisionLog:
             }
         )
         return b"".join((_START, per_check[1:-1], b",", fixed, b"}"))
+
+    def _fixed_part(self, entry: Entry, decision: Decision) -> bytes | None:
+        """The encoded fixed fields of ``decision``'s line, kept from the second sight of its
+        principal on; None when the line is encoded whole (first sight, no principal,
+        evidence, grants or a dry run)."""
+        principal = decision.principal
+        if (
+            principal is None
+            or decision.evidence is not None
+            or decision.dry_run is not None
+            or decision.grants
+        ):
+            return None
+        key = (id(principal), decision.rule_id, decision.policy_version, decision.reason)
+        known = self._fixed.get(key)
+        if known is None or known[0] is not principal:
+            # First sight: most tokens are seen once (a new token per request costs nothing
+            # more than the whole line); the fixed part is kept from the second sight on.
+            if len(self._fixed) >= _MAX_FIXED:
+                self._fixed.clear()
+            self._fixed[key] = (principal, None)
+            return None
+        fixed = known[1]
+        if fixed is None:
+            line = decision_line(entry, self._subject)
+            fixed = orjson.dumps({k: v for k, v in line.items() if k not in PER_CHECK})[1:-1]
+            self._fixed[key] = (principal, fixed)
+        return fixed
 
     def start(self) -> None:
         if self._thread is None:

@@ -154,7 +154,7 @@ class CheckCounts:
         self.sums: dict[str, float] = dict.fromkeys((*TRANSPORTS, OTHER), 0.0)
 
     def observe(self, reason: Reason, transport: str, seconds: float) -> None:
-        label = transport if transport in TRANSPORTS else OTHER
+        label = transport_label(transport)
         key = (reason, label)
         self.decisions[key] = self.decisions.get(key, 0) + 1
         self.buckets[label][bisect_left(DURATION_BUCKETS, seconds)] += 1

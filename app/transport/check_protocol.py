@@ -52,7 +52,7 @@ _REMOVE = HEADERS_TO_REMOVE.encode() + b": "
 _ALLOW_START = b"HTTP/1.1 200 OK\r\n" + DECISION_ID.encode() + b": "
 _KEEP_END = b"content-length: 0\r\n\r\n"
 _CLOSE_END = b"content-length: 0\r\nconnection: close\r\n\r\n"
-_NOT_ALLOWED = b"allow: " + ", ".join(ALL_METHODS).encode() + b"\r\n"
+_NOT_ALLOWED = b"allow: " + ", ".join(ALL_METHODS).encode() + b"\r\ncontent-length: 0\r\n\r\n"
 _HEAD_METHOD = b"HEAD"
 # After a refusal: how long what the client still sends is read and dropped before closing.
 LINGER_SECONDS = 2.0
@@ -144,8 +144,8 @@ class Answers:
         )
 
 
-def _plain(status: int, extra: bytes = b"") -> bytes:
-    return _STATUS_LINES[status] + extra + b"content-length: 0\r\nconnection: close\r\n\r\n"
+def _plain(status: int) -> bytes:
+    return _STATUS_LINES[status] + b"content-length: 0\r\nconnection: close\r\n\r\n"
 
 
 _PAUSED_FOR_WRITING = 1
@@ -208,7 +208,6 @@ class CheckProtocol(asyncio.Protocol):
         self._begun = 0  # requests begun on this connection
         self._head_bytes = 0  # its request target and headers, as parsed
         self._head_raw = 0  # bytes received while it was still incomplete
-        self._too_large = False
         self._paused = 0  # reasons reading is paused: _PAUSED_FOR_WRITING | _PAUSED_FOR_CHECK
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -243,7 +242,7 @@ class CheckProtocol(asyncio.Protocol):
             # parsed and is answered like any other; what follows it is not HTTP/1.1.
             self._refuse(None)
         except httptools.HttpParserError:  # also _HeadTooLarge, raised from a callback
-            self._refuse(431 if self._too_large else 400)
+            self._refuse(431 if self._head_bytes > MAX_HEAD_BYTES else 400)
         else:
             if self._in_head and self._begun != begun:
                 self._head_raw = len(data)
@@ -304,7 +303,6 @@ class CheckProtocol(asyncio.Protocol):
         self._in_head = False
 
     def _too_long(self) -> None:
-        self._too_large = True
         raise _HeadTooLarge  # stops the parser: data_received refuses with 431
 
     def on_message_complete(self) -> None:
@@ -376,10 +374,11 @@ class CheckProtocol(asyncio.Protocol):
         close = not request.keep_alive or self._closing
         try:
             if request.method not in _METHODS:
-                response = _STATUS_LINES[405] + _NOT_ALLOWED + b"content-length: 0\r\n\r\n"
+                response = _STATUS_LINES[405] + _NOT_ALLOWED
             else:
                 answers = self._answers
-                ctx = head_context(request.method, request.target, request.headers, answers.prefix)
+                raw_path, _, query = request.target.partition(b"?")
+                ctx = head_context(request.method, raw_path, query, request.headers, answers.prefix)
                 decision = await answers.checker.check(ctx)
                 close = close or self._closing
                 response = answers.encode(decision, request.head_only, close)

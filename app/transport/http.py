@@ -7,7 +7,9 @@ pipeline and renders the Decision. It holds no authorization logic.
 Every request to this listener is a check, so the check is answered at the ASGI level
 (``CheckEndpoint``): no routing, no Request or Response objects, no dependency resolution on
 the path every request takes. FastAPI still owns the application (``CheckApp``); methods no
-check uses are refused with 405, as a method-bound route would.
+check uses are refused with 405, as a method-bound route would. This ASGI path serves checks
+when tracing is on; otherwise the listener answers with its own HTTP/1.1 protocol
+(``app/transport/check_protocol.py``), built on the same ``head_context`` and renderer.
 """
 
 from __future__ import annotations
@@ -46,19 +48,19 @@ def scope_context(scope: Scope, path_prefix: str) -> RequestContext:
     """The RequestContext of an ASGI HTTP scope."""
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     query: bytes = scope.get("query_string", b"")
-    target = raw_path + b"?" + query if query else raw_path
-    return head_context(scope["method"], target, scope["headers"], path_prefix)
+    return head_context(scope["method"], raw_path, query, scope["headers"], path_prefix)
 
 
-def head_context(method: str, target: bytes, raw: RawHeaders, path_prefix: str) -> RequestContext:
-    """The RequestContext of a check request's head: its method, request target (path and
-    query, as sent) and headers. Header names are lower-cased; the last of repeated headers
-    wins, except ``host``, where the first counts."""
+def head_context(
+    method: str, raw_path: bytes, query: bytes, raw: RawHeaders, path_prefix: str
+) -> RequestContext:
+    """The RequestContext of a check request's head: its method, path and query (as sent) and
+    headers. Header names are lower-cased; the last of repeated headers wins, except
+    ``host``, where the first counts."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
     host = headers.get("host", "")
     if len(headers) < len(raw):  # a repeated header: the first Host counts
         host = next((v.decode("latin-1") for n, v in raw if n.lower() == b"host"), "")
-    raw_path, _, query = target.partition(b"?")
     return RequestContext(
         method=method.upper(),
         host=host,
