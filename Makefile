@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Node.js and npm run the interop tests' OIDC provider: installed from Debian when missing.
 tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
