@@ -106,9 +106,13 @@ class PolicyReloader:
         watch: bool = True,
         emit: EventSink = log_event,
         clock: Callable[[], float] = time.time,
+        after_swap: Callable[[], object] | None = None,
     ) -> None:
+        """``after_swap`` runs in the reloading thread after every swap (``serve`` passes
+        ``app.heap.settle``: the new policies are moved out of the collector's sight)."""
         settings = runtime.state.settings
         self._runtime = runtime
+        self._after_swap = after_swap
         self._interval = interval
         self._watch = watch
         self._emit = emit
@@ -203,6 +207,8 @@ class PolicyReloader:
             grants=len(new_live.grants.grants),
             candidate_version=new_candidate.version if new_candidate else None,
         )
+        if self._after_swap is not None:
+            self._after_swap()
         return True
 
     def _compile(self, source: _Source, force: bool) -> CompiledPolicies | None:
@@ -285,12 +291,20 @@ def _error(source: _Source) -> dict[str, object] | None:
 
 
 @contextlib.contextmanager
-def reloading(runtime: Runtime, emit: EventSink = log_event) -> Iterator[PolicyReloader]:
+def reloading(
+    runtime: Runtime,
+    emit: EventSink = log_event,
+    after_swap: Callable[[], object] | None = None,
+) -> Iterator[PolicyReloader]:
     """Run a reloader for ``runtime`` and reload on SIGHUP (in the main thread's event loop)
     for as long as the block runs."""
     settings = runtime.state.settings.reload
     reloader = PolicyReloader(
-        runtime, interval=settings.interval.total_seconds(), watch=settings.watch, emit=emit
+        runtime,
+        interval=settings.interval.total_seconds(),
+        watch=settings.watch,
+        emit=emit,
+        after_swap=after_swap,
     )
     reloader.start()
     loop = asyncio.get_running_loop()

@@ -374,6 +374,35 @@ def test_reload_under_load_changes_decisions_without_a_failed_or_wrong_answer(
     assert len(answers) - first_deny >= 50
 
 
+def settled_lines(stack: Stack) -> list[dict[str, Any]]:
+    """ztauthz's "heap settled" log lines (app/heap.py), in order."""
+    lines = stack.log("ztauthz").read_text(encoding="utf-8").splitlines()
+    found = [json.loads(line) for line in lines if '"heap settled' in line]
+    return [entry for entry in found if entry.get("logger") == "ztauthz"]
+
+
+def test_the_heap_settles_at_start_and_after_every_swapped_reload(
+    lp: Stack, token: Callable[..., str]
+) -> None:
+    bearer = token(groups=["finance"])
+    probe = lp.policies / "probe.yaml"
+    probe.write_text(PROBE_OPEN)
+    wait_until(lambda: send(lp, "GET", "/reload/probe", bearer).status == 200)
+    before = settled_lines(lp)
+    assert before, "the service settles its heap before it serves"
+    assert all(entry["frozen_objects"] > 10_000 for entry in before)
+    version = readyz(lp)["policy_version"]
+    probe.write_text(PROBE_CLOSED)
+    try:
+        wait_until(lambda: readyz(lp)["policy_version"] != version)
+        wait_until(lambda: len(settled_lines(lp)) == len(before) + 1)
+    finally:
+        probe.write_text(PROBE_OPEN)
+    wait_until(lambda: readyz(lp)["policy_version"] == version)
+    wait_until(lambda: len(settled_lines(lp)) == len(before) + 2)
+    assert send(lp, "GET", "/reload/probe", bearer).status == 200
+
+
 def test_a_broken_reload_changes_nothing(lp: Stack, token: Callable[..., str]) -> None:
     bearer = token(groups=["finance"])
     before_version = readyz(lp)["policy_version"]

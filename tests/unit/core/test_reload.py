@@ -298,3 +298,25 @@ async def test_watching_picks_up_a_change_without_a_signal(
         write(live, CLOSED)
         await wait_for(lambda: decide(runtime)[1:] == (False, "probe-closed"))
         assert decide(runtime)[0] == runtime.state.policies.version
+
+
+async def test_after_swap_runs_once_per_swap_and_never_otherwise(
+    dirs: tuple[Path, Path], make_runtime: Callable[[Settings], Runtime]
+) -> None:
+    live, _ = dirs
+    runtime = make_runtime(settings_for(live))
+    seen: list[str] = []
+    reloader = PolicyReloader(
+        runtime,
+        interval=1,
+        emit=Events(),
+        after_swap=lambda: seen.append(runtime.state.policies.version),
+    )
+    assert reloader.tick() is False and seen == []  # nothing changed
+    write(live, BROKEN)
+    assert reloader.tick() is False and seen == []  # rejected: the old policies stay
+    write(live, OPEN)
+    assert reloader.tick() is False and seen == []  # the same content as before
+    write(live, CLOSED)
+    assert reloader.tick() is True
+    assert seen == [runtime.state.policies.version]  # after the swap: sees the new policies
