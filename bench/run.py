@@ -203,6 +203,7 @@ def run(seconds: int, connections: tuple[int, ...], rounds: int, out: Path, work
     micro_results: dict[str, Any] = {
         "pipeline": asyncio.run(micro.pipeline(workdir, _log)),
         "policy": micro.policy_scaling(workdir, _log),
+        "collector": micro.collector_pause(workdir, _log),
         "token_cache": cache,
     }
     by_key = {m.scenario.key: m for m in measured}
