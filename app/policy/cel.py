@@ -30,13 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# The Rust extension module itself: another distribution (xds-protos, for Envoy's gRPC API)
-# ships an empty ``cel/__init__.py`` beside ``cel/expr``, so the package's re-exports may be
-# missing while ``cel.cel`` is always there.
-from cel.cel import Context, Program
-from cel.cel import compile as cel_compile
-
 from app.identity.principal import Principal
+from app.policy.cel_engine import Context, Program, cel_compile
 
 VARIABLES: frozenset[str] = frozenset(
     {"request", "subject", "device", "location", "workload", "time"}

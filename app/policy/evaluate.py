@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cel.cel import Context
-
 from app.evidence.model import (
     NO_EVIDENCE,
     Evidence,
@@ -48,6 +46,7 @@ from app.evidence.model import (
 from app.identity.claims import claim_at
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, build_context, evaluate_condition, principal_variables
+from app.policy.cel_engine import Context
 from app.policy.grants import Elevation, GrantIndex
 from app.policy.index import CompiledPolicies, RuleIndex
 from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, StepUp, Subject
