@@ -124,7 +124,7 @@ def _full_collection_ms(repeat: int = 5) -> float:
         began = time.perf_counter()
         gc.collect()
         timings.append(time.perf_counter() - began)
-    return statistics.median(timings) * 1e3
+    return _median_us(timings, 1) / 1e3
 
 
 def collector_pause(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:

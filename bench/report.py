@@ -119,16 +119,15 @@ def markdown(
         f"| decision, token not cached (ES256) | {pipeline['uncached_es256_us']:.1f} |",
     ]
     parts += [f"| policy evaluation, {int(n):,} rules | {us:.2f} |" for n, us in policy.items()]
-    collector = micro.get("collector")
-    if collector is not None:
-        parts += [
-            f"| a full garbage collection, {collector['rules']:,} rules, nothing frozen | "
-            f"{collector['unfrozen_ms'] * 1e3:,.0f} |",
-            "| the same after a policy reload, not settled | "
-            f"{collector['reloaded_unsettled_ms'] * 1e3:,.0f} |",
-            "| the same after a policy reload, settled (`app/heap.py`, as `serve` does) | "
-            f"{collector['reloaded_settled_ms'] * 1e3:,.0f} |",
-        ]
+    collector = micro["collector"]
+    parts += [
+        f"| a full garbage collection, {collector['rules']:,} rules, nothing frozen | "
+        f"{collector['unfrozen_ms'] * 1e3:,.0f} |",
+        "| the same after a policy reload, not settled | "
+        f"{collector['reloaded_unsettled_ms'] * 1e3:,.0f} |",
+        "| the same after a policy reload, settled (`app/heap.py`, as `serve` does) | "
+        f"{collector['reloaded_settled_ms'] * 1e3:,.0f} |",
+    ]
     parts += [
         "| resident memory, one worker, 10,000 rules, after warm checks | "
         f"{memory['idle_mib']:.1f} MiB |",

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from cel.cel import compile as cel_compile
 
 from app.evidence.model import Device, Evidence, Location, Workload
 from app.identity.principal import Principal
+from app.policy.cel_engine import cel_compile
 from app.policy.evaluate import PolicyInput, Verdict, evaluate, evaluate_index, with_evidence
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.loader import load_policy_dir
