@@ -45,7 +45,7 @@ from app.policy.normalize import normalize_host
 from app.policy.posture import policy_version
 from app.policy.timewindow import parse_window
 from app.shared import shared_names
-from app.yamlsrc import Located, PathKey, YamlError, parse_documents
+from app.yamlsrc import Located, PathKey, YamlError, key_path, parse_documents
 
 # Shipped inside the package (so installed wheels have it); policies/schema.json links to it
 # for editors.
@@ -215,15 +215,8 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-def _key(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 def _at(path: PathKey, text: str) -> str:
-    return f"{_key(path)}: {text}" if path else text
+    return f"{key_path(path)}: {text}" if path else text
 
 
 def _show(value: Any) -> str:
