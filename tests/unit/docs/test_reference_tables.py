@@ -12,7 +12,6 @@ from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
 from app.telemetry.events import Event
 from app.telemetry.metrics import Metrics, StateView
-from tests.unit.docs import markdown
 from tests.unit.docs.docs_support import ROOT
 
 APP = ROOT / "app"
