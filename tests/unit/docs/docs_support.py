@@ -16,4 +16,5 @@ def documents() -> list[Path]:
 
 
 def relative(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+    """The path as the repository names it (as given when it is outside, e.g. in a test)."""
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
