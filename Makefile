@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean bench
+.PHONY: demo test lint typecheck unit integration interop venv npm clean bench container-check sbom
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(FIX_OTEL_PROTO)
 	$(BIN)/python -m bench.run
+
+# The image and the docker-compose walkthrough with a real Docker engine (docs/containers.md):
+# installs Debian's docker.io and Compose v2 when missing and starts the engine if none runs
+# (root), uses local stand-ins where no registry answers. Minutes, not part of `make test`.
+container-check:
+	$(PYTHON) -m tools.container_check
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache
