@@ -61,10 +61,15 @@ class Engine:
             process.wait(timeout=10)
 
 
+_APT_UPDATED: list[bool] = []
+
+
 def apt_install(*packages: str) -> None:
     root = sudo()
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    run([*root, "apt-get", "update", "-qq"], timeout=600)
+    if not _APT_UPDATED:
+        run([*root, "apt-get", "update", "-qq"], timeout=600)
+        _APT_UPDATED.append(True)
     run([*root, "env", *(f"{k}={v}" for k, v in env.items()), "apt-get", "install", "-y", "-qq",
          *packages], timeout=900)  # fmt: skip
 

@@ -150,7 +150,7 @@ def ensure_images(engine: Engine, repo: Path, names: list[str]) -> list[str]:
             apt_install("debootstrap")
         mirror = os.environ.get("DEBIAN_MIRROR") or debian_mirror()
         env = {"DEBIAN_MIRROR": mirror} if mirror else {}
-        run([str(builder), "-C", str(repo), *missing], env=env, timeout=3600)
+        run([str(builder), "-C", str(repo), *missing], env=env, timeout=3600, stream=True)
         for name in missing:
             if _labels(engine, name) is None:
                 raise CheckFailed(f"{name}: still missing after {builder.name}")
@@ -176,7 +176,7 @@ def build_image(engine: Engine, repo: Path) -> list[str]:
         [engine.docker, "build", *network, "-t", tag,
          "--build-arg", f"REVISION={git_revision(repo)}",
          "--build-arg", f"CREATED={created}", "."],
-        cwd=repo, timeout=3600,
+        cwd=repo, timeout=3600, stream=True,
     )  # fmt: skip
     size = json.loads(run([engine.docker, "image", "inspect", tag], quiet=True).stdout)[0]["Size"]
     return [f"{tag}, {size / 1e6:.0f} MB"]

@@ -35,10 +35,10 @@ def run(
     timeout: float = 120,
     check: bool = True,
     quiet: bool = False,
-    input_text: str | None = None,
+    stream: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (printed first), capturing its output; CheckFailed when it fails and
-    ``check`` is set."""
+    """Run ``argv`` (printed first), capturing its output, or letting it through as it comes
+    (``stream``: long builds); CheckFailed when it fails and ``check`` is set."""
     if not quiet:
         say(f"  $ {shlex.join(argv)}")
     try:
@@ -46,18 +46,20 @@ def run(
             list(argv),
             cwd=cwd,
             env=None if env is None else {**os.environ, **env},
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=None if stream else subprocess.PIPE,
+            stderr=None if stream else subprocess.PIPE,
             text=True,
             timeout=timeout,
             check=False,
-            input=input_text,
         )
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"{shlex.join(argv)}: no answer after {timeout:g} s") from None
     except FileNotFoundError:
         raise CheckFailed(f"{argv[0]}: not installed") from None
     if check and result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        output = (result.stdout or "") + (result.stderr or "")
+        tail = "\n".join(output.strip().splitlines()[-25:]) if output else "(output above)"
         raise CheckFailed(f"{shlex.join(argv)} exited {result.returncode}:\n{tail}")
     return result
 

@@ -47,10 +47,15 @@ class Compose:
         self.base = [engine.docker, "compose", *files]
 
     def __call__(
-        self, *args: str, timeout: float = 120, check: bool = True, quiet: bool = False
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool = True,
+        quiet: bool = False,
+        stream: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         return run([*self.base, *args], cwd=self.directory, timeout=timeout, check=check,
-                   quiet=quiet)  # fmt: skip
+                   quiet=quiet, stream=stream)  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self("config", "--format", "json", quiet=True).stdout)
@@ -106,9 +111,9 @@ def order_problems(healthy: dict[str, float], order: tuple[tuple[str, str], ...]
 def up(compose: Compose, project: str, config: dict[str, Any]) -> list[str]:
     """Step 1: ``docker compose up --build --wait``: healthy in the documented order, in time."""
     since = time.time()
-    compose("up", "--build", "--wait", timeout=3600)
+    compose("up", "--build", "--wait", timeout=3600, stream=True)
     found = events(compose.engine, project, since, time.time())
-    compose("ps")
+    compose("ps", stream=True)
     started = first_times(found, "start")
     healthy = first_times(found, "health_status: healthy")
     checked = {n for n, s in config["services"].items() if s.get("healthcheck")}
@@ -123,7 +128,7 @@ def up(compose: Compose, project: str, config: dict[str, Any]) -> list[str]:
     order = sorted(healthy, key=healthy.__getitem__)
     return [
         "healthy: " + ", ".join(f"{n} +{healthy[n] - begin:.1f} s" for n in order),
-        f"order {' < '.join(a + '/' + b for a, b in HEALTH_ORDER)} holds",
+        "in order: " + ", ".join(f"{a} < {b}" for a, b in HEALTH_ORDER),
     ]
 
 
