@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -68,7 +70,8 @@ async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens.
 
     On the first signal every listener stops accepting, gRPC health turns NOT_SERVING, and
-    in-flight checks get ``server.shutdown_grace`` to finish; a second signal stops at once.
+    in-flight checks get ``server.shutdown_grace`` to finish, then queued spans what is left of
+    it (the collector cannot hold the exit); a second signal stops at once.
     """
     tracing = Tracing.from_env()  # OTEL_* only; off (nothing exported) when unconfigured
     tracing.install_propagator()
@@ -97,8 +100,11 @@ async def serve(settings: Settings) -> None:
 
             grpc_server = GrpcServer(checker, settings.server.grpc)
         stopping = asyncio.Event()
+        deadline = math.inf  # the first signal's time + grace: everything ends by then
 
         def stop() -> None:
+            nonlocal deadline
+            deadline = min(deadline, time.monotonic() + grace)
             for server in servers:
                 server.force_exit = stopping.is_set()  # the second signal: no more grace
                 server.should_exit = True
@@ -126,3 +132,5 @@ async def serve(settings: Settings) -> None:
                 stop()
                 if grpc_server is not None:
                     await grpc_server.stop(0)
+                # Queued spans get what is left of the grace, whatever the collector does.
+                runtime.telemetry.tracing.shutdown(max(0.0, deadline - time.monotonic()))

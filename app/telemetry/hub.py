@@ -137,6 +137,7 @@ class Telemetry:
         metrics = Metrics([issuer.issuer for issuer in settings.issuers])
         subject = subject_view(load_subject_key(config, environ))
         tracing = tracing if tracing is not None else Tracing()
+        tracing.report_drops_to(metrics.spans_dropped)
         decision_log = DecisionLog(
             stream,
             subject=subject,

@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import (
 from app import __version__
 from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
+from app.telemetry.span_export import DROP_REASONS
 
 TRANSPORTS: Final = ("http", "grpc")
 OTHER: Final = "other"
@@ -224,6 +225,14 @@ class Metrics:
             "Decision log lines dropped because the writer queue was full or writing failed.",
             registry=r,
         )
+        self.spans_dropped_total = Counter(
+            "ztauthz_spans_dropped",
+            "Spans not sent to the collector, by reason (export_failed: the exporter gave up on "
+            "the batch; unsent: still queued at shutdown when the grace ran out, or pushed out "
+            "of a full queue).",
+            ["reason"],
+            registry=r,
+        )
         self.events = Counter(
             "ztauthz_events",
             "Discrete changes (configuration loaded, keys rotated, ...), by event name.",
@@ -235,12 +244,17 @@ class Metrics:
                 self.jwks_refreshes.labels(issuer, outcome)
         for outcome in OUTCOMES:
             self.policy_reloads.labels(outcome)
+        for reason in DROP_REASONS:
+            self.spans_dropped_total.labels(reason)
 
     def observe_check(self, reason: Reason, transport: str, seconds: float) -> None:
         self.checks.observe(reason, transport, seconds)
 
     def jwks_refreshed(self, issuer: str, ok: bool) -> None:
         self.jwks_refreshes.labels(issuer, OUTCOMES[0] if ok else OUTCOMES[1]).inc()
+
+    def spans_dropped(self, reason: str, count: int) -> None:
+        self.spans_dropped_total.labels(reason).inc(count)
 
     def event(self, name: str) -> None:
         self.events.labels(name).inc()

@@ -11,6 +11,11 @@ COMPRESSION,CERTIFICATE}``, ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_RESOURCE_ATTRI
 Incoming context is read with W3C ``traceparent``/``tracestate`` and ``baggage`` and with B3
 (single ``b3`` header or ``x-b3-*``), unless ``OTEL_PROPAGATORS`` names others.
 
+Shutdown is bounded: ``shutdown(timeout)`` sends what is queued for at most ``timeout`` seconds
+(``ztauthz serve`` gives it what is left of ``server.shutdown_grace``), whatever the collector
+does; spans that cannot be sent are dropped, counted in ``ztauthz_spans_dropped_total`` by
+reason and logged (app/telemetry/span_export.py).
+
 Spans: ``ztauthz.check`` per check, over HTTP and gRPC alike: the server span (kind SERVER), a
 child of the caller's context (Envoy's ext_authz span), with children ``ztauthz.verify_token``,
 ``ztauthz.gather_evidence`` (when evidence is gathered) and ``ztauthz.evaluate_policy``. The
@@ -20,6 +25,7 @@ excepted).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -34,12 +40,19 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from app import __version__
 from app.settings import ConfigError
+from app.telemetry.span_export import (
+    DEFAULT_CLOSE_TIMEOUT,
+    BoundedSpanProcessor,
+    DropSink,
+)
+
+log = logging.getLogger("ztauthz.tracing")
 
 CHECK_SPAN: Final = "ztauthz.check"
 VERIFY_SPAN: Final = "ztauthz.verify_token"
@@ -178,8 +191,10 @@ class Tracing:
         self,
         provider: TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
+        processor: BoundedSpanProcessor | None = None,
     ) -> None:
         self._provider = provider
+        self._processor = processor
         self.propagator = propagator if propagator is not None else default_propagator()
         self.tracer: Tracer | None = (
             None if provider is None else provider.get_tracer("ztauthz", __version__)
@@ -205,8 +220,14 @@ class Tracing:
         if not tracing_enabled(env):
             return cls(None, propagator)
         provider = TracerProvider(resource=service_resource())  # sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(span_exporter(env)))
-        return cls(provider, propagator)
+        processor = BoundedSpanProcessor(span_exporter(env))  # batches, OTEL_BSP_*
+        provider.add_span_processor(processor)
+        return cls(provider, propagator, processor)
+
+    def report_drops_to(self, sink: DropSink) -> None:
+        """Spans that cannot be sent are counted by ``sink(reason, count)``."""
+        if self._processor is not None:
+            self._processor.accounts.sink = sink
 
     def install_propagator(self) -> None:
         """Make this propagator the process-wide one (read by the FastAPI instrumentation)."""
@@ -231,8 +252,19 @@ class Tracing:
             http_capture_headers_sanitize_fields=[".*"],
         )
 
-    def shutdown(self) -> None:
-        """Export what is buffered and stop (idempotent)."""
-        if self._provider is not None:
-            self._provider.shutdown()
-            self._provider = None
+    def shutdown(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Export what is buffered for at most ``timeout`` seconds, whatever the collector does,
+        and stop; what is not sent by then is dropped, counted and logged (idempotent)."""
+        provider, processor = self._provider, self._processor
+        self._provider = self._processor = None
+        if processor is not None:
+            unsent = processor.close(timeout)
+            if unsent:
+                log.warning(
+                    "%d spans were not sent: the collector did not take them within %.1f s",
+                    unsent,
+                    timeout,
+                    extra={"spans_dropped": unsent},
+                )
+        if provider is not None:
+            provider.shutdown()  # the processor is closed: returns at once
