@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.settings import AssertionRoute, ConfigError
+from app.yamlsrc import key_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,9 @@ class _Route:
 
 
 def _compile(position: int, route: AssertionRoute) -> _Route:
-    where = f"assertion.routes.{position}"
+    def where(*key: str | int) -> str:
+        return key_path(("assertion", "routes", position, *key))
+
     hosts: set[str] = set()
     parents: set[str] = set()
     for index, raw in enumerate(route.hosts):
@@ -48,17 +51,17 @@ def _compile(position: int, route: AssertionRoute) -> _Route:
         try:
             name = normalize_host(raw[2:] if wildcard else raw)
         except ValueError as exc:
-            raise ConfigError([f"{where}.hosts.{index}: {exc}"]) from None
+            raise ConfigError([f"{where('hosts', index)}: {exc}"]) from None
         (parents if wildcard else hosts).add(name)
     prefixes: list[str] = []
     for index, raw in enumerate(route.path_prefixes):
         try:
             prefix = normalize_path(raw)
         except PathRejected as exc:
-            raise ConfigError([f"{where}.path_prefixes.{index}: {exc.detail}"]) from None
+            raise ConfigError([f"{where('path_prefixes', index)}: {exc.detail}"]) from None
         if prefix != raw.rstrip("/") and not (prefix == "/" and raw == "/"):
             raise ConfigError(
-                [f"{where}.path_prefixes.{index}: give the path as policies match it: {prefix}"]
+                [f"{where('path_prefixes', index)}: give the path as policies match it: {prefix}"]
             )
         prefixes.append(prefix)
     return _Route(route.audience, frozenset(hosts), frozenset(parents), tuple(prefixes))

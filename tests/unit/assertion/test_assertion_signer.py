@@ -258,11 +258,11 @@ def test_the_audience_follows_the_route(keys: Path) -> None:
 @pytest.mark.parametrize(
     ("route", "problem"),
     [
-        ({"hosts": ["bad host"]}, "assertion.routes.0.hosts.0: invalid host"),
-        ({"path_prefixes": ["/a/../b"]}, "assertion.routes.0.path_prefixes.0: dot segment"),
+        ({"hosts": ["bad host"]}, "assertion.routes[0].hosts[0]: invalid host"),
+        ({"path_prefixes": ["/a/../b"]}, "assertion.routes[0].path_prefixes[0]: dot segment"),
         (
             {"path_prefixes": ["/a%41"]},
-            "assertion.routes.0.path_prefixes.0: give the path as policies match it: /aA",
+            "assertion.routes[0].path_prefixes[0]: give the path as policies match it: /aA",
         ),
     ],
 )
