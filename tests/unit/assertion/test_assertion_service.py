@@ -29,7 +29,7 @@ from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.transport import grpc_wire
 from app.transport.admin import JWKS_PATH, create_admin_app, etag_matches
-from app.transport.http import create_check_app
+from app.transport.http import CheckEndpoint
 from app.transport.render import HEADERS_TO_REMOVE, render
 from tests.unit.assertion.assertion_support import ALGORITHMS, write_key
 from tests.unit.dev.dev_helpers import serving, shared_keys
@@ -96,7 +96,7 @@ def config(issuer: str, keys: Path | None, **assertion: Any) -> Settings:
 async def service(settings: Settings) -> AsyncIterator[Service]:
     log = io.StringIO()
     async with Runtime(settings, telemetry=Telemetry.create(settings, stream=log)) as runtime:
-        check = httpx.ASGITransport(app=create_check_app(Checker(runtime)))
+        check = httpx.ASGITransport(app=CheckEndpoint(Checker(runtime)))
         admin = httpx.ASGITransport(app=create_admin_app(runtime))
         async with (
             httpx.AsyncClient(transport=check, base_url="http://check") as check_client,
