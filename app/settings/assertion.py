@@ -77,7 +77,7 @@ class AssertionSettings(Model):
     keys: Path | None = None
     reload_interval: Duration = timedelta(seconds=10)
     # A new key signs only once it has been published this long, so that verifiers holding a
-    # cached JWKS (up to jwks_max_age old) have fetched it first.
+    # cached JWKS (up to jwks_max_age old) have fetched it first: at least jwks_max_age.
     signing_delay: Duration = timedelta(minutes=5)
     jwks_max_age: Duration = timedelta(minutes=5)
     # Reuse a signed assertion for the same principal, audience, evidence and decision while
@@ -124,6 +124,10 @@ class AssertionSettings(Model):
             ]
             if missing:
                 raise ValueError(f"enabled: true needs {', '.join(missing)}")
+        if self.signing_delay < self.jwks_max_age:
+            # A verifier may use its cached JWKS that long (and PyJWT's client, for one, does not
+            # refetch sooner than 30 s on an unknown kid): a key signing earlier would fail it.
+            raise ValueError("signing_delay must be at least jwks_max_age")
         if self.header.startswith("x-auth-") and self.header != ASSERTION_HEADER:
             # The other x-auth-* names are the plain identity headers (app/transport/render.py).
             raise ValueError(f"header: x-auth-* names other than {ASSERTION_HEADER} are reserved")

@@ -70,6 +70,7 @@ def settings(keys: Path, **overrides: Any) -> AssertionSettings:
         "audience": AUDIENCE,
         "keys": keys,
         "signing_delay": "0s",
+        "jwks_max_age": "0s",
     }
     values.update(overrides)
     return AssertionSettings(**values)

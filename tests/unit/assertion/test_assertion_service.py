@@ -79,7 +79,7 @@ def config(issuer: str, keys: Path | None, **assertion: Any) -> Settings:
             "issuer": SIDECAR,
             "audience": UPSTREAM,
             "keys": str(keys),
-            "signing_delay": "0s",
+            "signing_delay": "120s",
             "jwks_max_age": "120s",
         }
     section.update(assertion)

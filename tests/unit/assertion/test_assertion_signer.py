@@ -424,7 +424,7 @@ def test_a_new_key_signs_only_once_published_for_the_signing_delay(tmp_path: Pat
     keys = tmp_path / "keys"
     write_key(keys, "old.pem", written_at=NOW - 3600)
     events = Recorder()
-    signer = signer_for(keys, events, signing_delay="5m")
+    signer = signer_for(keys, events, signing_delay="5m", jwks_max_age="5m")
     write_key(keys, "new.pem", written_at=NOW)
     assert signer.reload(NOW)
     assert "new" in signer.jwks()[0].decode()  # published at once

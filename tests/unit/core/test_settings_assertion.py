@@ -83,6 +83,7 @@ def test_the_environment_can_turn_it_on(tmp_path: Path, monkeypatch: pytest.Monk
             "10: assertion.cache_size: Input should be greater than or equal to 0",
         ),
         (ON + "  signing_delay: 2d\n", "10: assertion.signing_delay: must be at most 1d"),
+        (ON + "  signing_delay: 1m\n", "5: assertion: signing_delay must be at least jwks_max_age"),
         (
             ON + "  routes: [{audience: x}]\n",
             "10: assertion.routes[0]: a route needs hosts or path_prefixes",
