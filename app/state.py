@@ -98,6 +98,9 @@ class Runtime:
             ),
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
+        if self.assertions is not None:
+            counts = self.assertions.counts
+            self.telemetry.metrics.watch_assertions(lambda: (counts.signed, counts.reused))
         token_cache = self.state.verifier.cache
         if token_cache is not None:
             self.telemetry.metrics.watch_token_cache(token_cache.stats)

@@ -67,9 +67,12 @@ class _Signed:
 
 
 @dataclass(slots=True)
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
+class Counts:
+    """Assertions handed out: signed for the allow at hand, or reused (plain integers: the
+    check path locks nothing; metrics read them at scrape time)."""
+
+    signed: int = 0
+    reused: int = 0
 
 
 def _log_event(event: Event, /, **fields: FieldValue) -> None:
@@ -98,7 +101,7 @@ class AssertionSigner:
         self._audiences = Audiences(settings.audience, settings.routes)
         self._cache_size = settings.cache_size
         self._cache: dict[Hashable, _Signed] = {}
-        self.stats = CacheStats()
+        self.counts = Counts()
         self._emit = emit
         self._clock = clock
         self._seen = seen
@@ -134,9 +137,9 @@ class AssertionSigner:
         key = self._cache_key(decision, audience, current.signer.kid)
         signed = self._cache.get(key)
         if signed is not None and signed.refresh_at > now:
-            self.stats.hits += 1
+            self.counts.reused += 1
         else:
-            self.stats.misses += 1
+            self.counts.signed += 1
             signed = self._sign(decision, audience, current.signer, now)
             if self._cache_size:
                 if len(self._cache) >= self._cache_size:
@@ -207,13 +210,6 @@ class AssertionSigner:
         if previous is not None and previous.signer.kid != signer.kid:
             self._emit(Event.ASSERTION_SIGNING_KEY_CHANGED, kid=signer.kid)
         return _Current(ring, signer, until)
-
-    @property
-    def ring(self) -> KeyRing:
-        return self._current.ring
-
-    def signing_kid(self, now: float) -> str:
-        return self._current.ring.signer(now, self._delay)[0].kid
 
     def jwks(self) -> tuple[bytes, str]:
         """The JWKS document (every key, RFC 7517 §5) and its ETag."""

@@ -122,8 +122,9 @@ def keys(tmp_path: Path) -> Path:
 async def test_an_allow_carries_the_assertion_the_admin_jwks_verifies(
     issuer: str, keys: Path
 ) -> None:
+    alice = bearer(issuer)
     async with service(config(issuer, keys)) as svc:
-        reply = await svc.check.get("/check/invoices/42", headers=bearer(issuer))
+        reply = await svc.check.get("/check/invoices/42", headers=alice)
         assert reply.status_code == 200
         token = reply.headers["x-auth-assertion"]
         claims = verify(token, await svc.jwks())
@@ -134,7 +135,10 @@ async def test_an_allow_carries_the_assertion_the_admin_jwks_verifies(
         removed = reply.headers[HEADERS_TO_REMOVE].split(",")
         assert "x-auth-assertion" not in removed
         # A credential for the upstream: never in the decision log.
-        await svc.check.get("/check/invoices/42", headers=bearer(issuer))
+        await svc.check.get("/check/invoices/42", headers=alice)  # the same token: reused
+        metrics = (await svc.admin.get("/metrics")).text
+        assert 'ztauthz_assertions_total{result="signed"} 1.0' in metrics
+        assert 'ztauthz_assertions_total{result="reused"} 1.0' in metrics
     svc.runtime.telemetry.close()
     assert reply.headers["x-auth-decision-id"] in svc.log.getvalue()  # the line was written
     assert token not in svc.log.getvalue()

@@ -282,7 +282,7 @@ def test_the_same_claims_reuse_one_signed_assertion(keys: Path) -> None:
     first = token_of(signer.attach(allow(principal(), decision_id="d-1"), request(), NOW))
     again = token_of(signer.attach(allow(principal(), decision_id="d-2"), request(), NOW + 10))
     assert again == first
-    assert (signer.stats.hits, signer.stats.misses) == (1, 1)
+    assert (signer.counts.reused, signer.counts.signed) == (1, 1)
     # What reuse means: the assertion names the decision that minted it, not this request's
     # (the x-auth-decision-id header does).
     assert claims_of(again)["decision"]["id"] == "d-1"
