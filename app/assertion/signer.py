@@ -14,8 +14,10 @@ upstream that needs a per-request identifier reads ``x-auth-decision-id``, which
 request's own. ``cache_size: 0`` signs every allow, and then ``jti`` and ``decision.id`` are
 per request. The cache is bounded: when full it starts again empty.
 
-The keys are re-read when their files change (every ``reload_interval``, off the event loop);
-a bad change keeps the keys in force and is reported (``assertion_keys_rejected``).
+The keys are re-read when their files change (every ``reload_interval``: read in a worker
+thread, put in force on the event loop, where ``attach`` runs, so the keys in force only ever
+change in one thread); a bad change keeps the keys in force and is reported
+(``assertion_keys_rejected``).
 """
 
 from __future__ import annotations
@@ -216,26 +218,37 @@ class AssertionSigner:
         ring = self._current.ring
         return ring.jwks, ring.etag
 
-    def reload(self, now: float | None = None) -> bool:
-        """Re-read the keys if their files changed; True when new keys are in force. A change
-        that does not load keeps the keys in force (reported once per change)."""
+    def read_keys(self) -> tuple[Fingerprint, KeyRing | KeyFileError] | None:
+        """The key files read again if they changed since last read (None if not): file I/O
+        only, safe in another thread. ``apply`` puts the result in force."""
         assert self.settings.keys is not None
         seen = fingerprint(self.settings.keys)
         if seen == self._seen:
-            return False
-        self._seen = seen
+            return None
         try:
-            ring = KeyRing.of(load_keys(self.settings.keys))
+            return seen, KeyRing.of(load_keys(self.settings.keys))
         except KeyFileError as exc:
-            self._emit(Event.ASSERTION_KEYS_REJECTED, problem=str(exc))
+            return seen, exc
+
+    def apply(self, seen: Fingerprint, found: KeyRing | KeyFileError, now: float) -> bool:
+        """Put keys ``read_keys`` found in force; True when they are. Runs on the event loop,
+        like ``attach``: the keys in force change in one thread only. A change that does not
+        load keeps the keys in force (reported once per change)."""
+        self._seen = seen
+        if isinstance(found, KeyFileError):
+            self._emit(Event.ASSERTION_KEYS_REJECTED, problem=str(found))
             return False
-        when = self._clock() if now is None else now
-        self._current = self._choose(ring, when)
+        self._current = self._choose(found, now)
         self._cache = {}  # a fresh start; the signing key is part of every key anyway
         self._emit(
-            Event.ASSERTION_KEYS_RELOADED, kids=ring.kids(), signing_kid=self._current.signer.kid
+            Event.ASSERTION_KEYS_RELOADED, kids=found.kids(), signing_kid=self._current.signer.kid
         )
         return True
+
+    def reload(self, now: float | None = None) -> bool:
+        """``read_keys`` then ``apply``, in this thread (tests, tools)."""
+        read = self.read_keys()
+        return read is not None and self.apply(*read, self._clock() if now is None else now)
 
     async def start(self) -> None:
         if self._task is None:
@@ -246,7 +259,9 @@ class AssertionSigner:
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(self.reload)
+                read = await asyncio.to_thread(self.read_keys)
+                if read is not None:
+                    self.apply(*read, self._clock())
             except Exception:  # never let the watcher die: the keys in force keep signing
                 log.exception("assertion keys: reload failed")
 
