@@ -102,7 +102,8 @@ def _assertion_key(directory: Path) -> Path:
 
 async def assertion(workdir: Path, log: Callable[[str], None]) -> dict[str, float]:
     """Microseconds per warm decision without the assertion, with it (reused: what ``serve``
-    does) and with it signed on every allow; the runs interleave, the median counts."""
+    does) and with it signed on every allow, the runs interleaved, the median counting; and
+    the assertion step alone (``AssertionSigner.attach``), reused and signed."""
     policy_dir = policies.write_policy_dir(workdir / "assertion-policies", 10)
     keys = _assertion_key(workdir / "assertion-keys")
     section = {
@@ -132,13 +133,31 @@ async def assertion(workdir: Path, log: Callable[[str], None]) -> dict[str, floa
             for _ in range(7):
                 for name, checker in checkers.items():
                     timings[name].append(await time_checks(checker, [warm] * 2_000, 1))
+            # The signing step alone: AssertionSigner.attach on an allowed decision.
+            for name, attach_name in (
+                ("with_us", "attach_reused_us"),
+                ("signed_each_us", "attach_signed_us"),
+            ):
+                runtime = checkers[name].runtime
+                signer = runtime.assertions
+                assert signer is not None
+                decision = await checkers["without_us"].check(warm)
+                now = runtime.now()
+                batches = []
+                for _ in range(7):
+                    began = time.perf_counter()
+                    for _ in range(1_000):
+                        signer.attach(decision, warm, now)
+                    batches.append(time.perf_counter() - began)
+                timings[attach_name] = [_median_us(batches, 1_000)]
     results = {name: round(statistics.median(values), 2) for name, values in timings.items()}
     results["reused_cost_us"] = round(results["with_us"] - results["without_us"], 2)
     results["signed_cost_us"] = round(results["signed_each_us"] - results["without_us"], 2)
     log(
         "  assertion: {without_us:.1f} us per decision without, {with_us:.1f} us with it "
         "(+{reused_cost_us:.1f} us, reused), {signed_each_us:.1f} us signed on every allow "
-        "(+{signed_cost_us:.1f} us)".format(**results)
+        "(+{signed_cost_us:.1f} us); the step alone: {attach_reused_us:.1f} us reused, "
+        "{attach_signed_us:.1f} us signed".format(**results)
     )
     return results
 

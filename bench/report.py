@@ -126,6 +126,8 @@ def markdown(
             f"{signed['with_us']:.1f} (+{signed['reused_cost_us']:.1f}) |",
             f"| the same with the assertion signed on every allow (`cache_size: 0`) | "
             f"{signed['signed_each_us']:.1f} (+{signed['signed_cost_us']:.1f}) |",
+            f"| the assertion step alone, reused / signed | "
+            f"{signed['attach_reused_us']:.1f} / {signed['attach_signed_us']:.1f} |",
         ]
     parts += [f"| policy evaluation, {int(n):,} rules | {us:.2f} |" for n, us in policy.items()]
     collector = micro["collector"]
