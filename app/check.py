@@ -11,7 +11,8 @@ import logging
 import time
 
 from app.decision import Decision
-from app.pipeline import authorize, new_decision_id
+from app.decision_id import new_decision_id
+from app.pipeline import authorize
 from app.reasons import Reason
 from app.request import RequestContext
 from app.state import Runtime
