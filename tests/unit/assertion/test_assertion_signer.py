@@ -482,3 +482,24 @@ async def test_the_watcher_picks_up_a_new_key(tmp_path: Path) -> None:
         assert [k["kid"] for k in json.loads(signer.jwks()[0])["keys"]] == ["a", "b"]
     finally:
         await signer.aclose()
+
+
+def test_a_kubernetes_secret_update_is_picked_up(tmp_path: Path) -> None:
+    # The kubelet writes a new timestamped directory, then swaps the ..data link atomically.
+    mount = tmp_path / "mount"
+    first = mount / "..2025_01_01"
+    write_key(first, "2025-01.pem", written_at=NOW - 3600)
+    (mount / "..data").symlink_to(first.name)
+    (mount / "2025-01.pem").symlink_to("..data/2025-01.pem")
+    signer = signer_for(mount)
+    second = mount / "..2025_06_01"
+    write_key(second, "2025-01.pem", written_at=NOW - 5)  # every file rewritten together
+    write_key(second, "2025-06.pem", written_at=NOW - 5)
+    (mount / "..data_tmp").symlink_to(second.name)
+    (mount / "..data_tmp").replace(mount / "..data")
+    (mount / "2025-06.pem").symlink_to("..data/2025-06.pem")
+    assert signer.reload(NOW) is True
+    assert [k["kid"] for k in json.loads(signer.jwks()[0])["keys"]] == ["2025-01", "2025-06"]
+    # Written together: the greatest name is the newest.
+    token = token_of(signer.attach(allow(principal()), request(), NOW))
+    assert jwt.get_unverified_header(token)["kid"] == "2025-06"
