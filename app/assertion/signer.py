@@ -65,7 +65,8 @@ class _Current:
 @dataclass(frozen=True, slots=True)
 class _Signed:
     assertion: SignedAssertion
-    refresh_at: float  # reuse before this moment only: half the lifetime
+    issued_at: int  # reuse from this moment (a clock set back never hands out a future iat) ...
+    refresh_at: float  # ... until this one: half the lifetime
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ class AssertionSigner:
         audience = self._audiences.for_request(ctx.host, ctx.path)
         key = self._cache_key(decision, audience, current.signer.kid)
         signed = self._cache.get(key)
-        if signed is not None and signed.refresh_at > now:
+        if signed is not None and signed.issued_at <= now < signed.refresh_at:
             self.counts.reused += 1
         else:
             self.counts.signed += 1
@@ -201,7 +202,9 @@ class AssertionSigner:
             headers={"kid": key.kid, "typ": ASSERTION_TYPE},
         )
         return _Signed(
-            SignedAssertion(self.header, token), issued_at + (expires_at - issued_at) / 2
+            SignedAssertion(self.header, token),
+            issued_at,
+            issued_at + (expires_at - issued_at) / 2,
         )
 
     # --- keys ------------------------------------------------------------------------------------
