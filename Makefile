@@ -63,7 +63,7 @@ test: $(STAMP) npm curl lint ## the whole suite (lint, types, unit, integration,
 unit: $(STAMP) ## unit tests: in-process, no Envoy
 	$(PYTEST) tests/unit
 
-integration: $(STAMP) curl ## tests through real Envoy, ztauthz, issuers and the CLI
+integration: $(STAMP) curl npm ## tests through real Envoy, ztauthz, issuers and the CLI (and the documented Node.js verifier)
 	$(PYTEST) tests/integration
 
 interop: $(STAMP) npm ## interop with the independent OIDC provider (npm oidc-provider)

@@ -12,6 +12,7 @@ from types import TracebackType
 
 import httpx
 
+from app.assertion import AssertionSigner
 from app.evidence.gather import EvidenceGatherer, build_gatherer
 from app.identity.jwks import KeySource
 from app.identity.token_cache import TokenCache
@@ -66,6 +67,13 @@ class Runtime:
         self._candidate = (
             None if candidate is None else load_policy_dir(candidate, load_options(settings))
         )
+        # The signed identity assertion (off by default): its keys are read now, so that a key
+        # file that cannot sign stops the start (ConfigError naming the file).
+        self.assertions: AssertionSigner | None = (
+            AssertionSigner.load(settings.assertion, emit=self.telemetry.events.emit, clock=clock)
+            if settings.assertion.enabled
+            else None
+        )
         self._swap_lock = threading.Lock()
         # Readiness detail about policy reloads (app/reload.py keeps it current).
         self.reload_status: Mapping[str, object] = {"enabled": False}
@@ -90,6 +98,9 @@ class Runtime:
             ),
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
+        if self.assertions is not None:
+            counts = self.assertions.counts
+            self.telemetry.metrics.watch_assertions(lambda: (counts.signed, counts.reused))
         token_cache = self.state.verifier.cache
         if token_cache is not None:
             self.telemetry.metrics.watch_token_cache(token_cache.stats)
@@ -115,6 +126,8 @@ class Runtime:
             await source.start()
         if self.state.evidence is not None:
             await self.state.evidence.start()
+        if self.assertions is not None:
+            await self.assertions.start()
         self.telemetry.events.emit(
             Event.CONFIG_LOADED,
             policy_version=self._policies.version,
@@ -133,5 +146,7 @@ class Runtime:
             await source.aclose()
         if self.state.evidence is not None:
             await self.state.evidence.aclose()
+        if self.assertions is not None:
+            await self.assertions.aclose()
         await self._client.aclose()
         self.telemetry.close()

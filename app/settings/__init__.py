@@ -1,11 +1,12 @@
 """Configuration: one YAML file, every key overridable by a ZTAUTHZ_* environment variable.
 
 One module per section (``server``, ``issuers``, ``response``, ``telemetry``, ``policy``,
-``evidence``), the whole in ``model``, reading and validating the file in ``load``. Validation
+``evidence``, ``assertion``), the whole in ``model``, reading and validating the file in ``load``. Validation
 happens once, at start: an invalid configuration never serves. The names below are the
 package's public surface.
 """
 
+from app.settings.assertion import ASSERTION_HEADER, AssertionRoute, AssertionSettings
 from app.settings.base import Model, check_url
 from app.settings.evidence import (
     ClientCertificateSettings,
@@ -27,8 +28,11 @@ from app.settings.server import AdminListener, CheckListener, GrpcListener, List
 from app.settings.telemetry import DecisionLogSettings, TelemetrySettings
 
 __all__ = [
+    "ASSERTION_HEADER",
     "SUPPORTED_ALGORITHMS",
     "AdminListener",
+    "AssertionRoute",
+    "AssertionSettings",
     "CheckListener",
     "ClaimNames",
     "ClientCertificateSettings",

@@ -75,4 +75,8 @@ def load_settings(path: Path) -> Settings:
         located_geoip = geoip.model_copy(update={"path": path.parent / geoip.path})
         evidence = settings.evidence.model_copy(update={"geoip": located_geoip})
         settings = settings.model_copy(update={"evidence": evidence})
+    keys = settings.assertion.keys
+    if keys is not None and not keys.is_absolute():
+        assertion = settings.assertion.model_copy(update={"keys": path.parent / keys})
+        settings = settings.model_copy(update={"assertion": assertion})
     return settings

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.settings.assertion import AssertionSettings
 from app.settings.evidence import EvidenceSettings
 from app.settings.issuers import Issuer, Token
 from app.settings.policy import GrantSettings, ReloadSettings
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     response: Response = Response()
     telemetry: TelemetrySettings = TelemetrySettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    assertion: AssertionSettings = AssertionSettings()  # the signed identity assertion
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")

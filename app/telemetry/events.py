@@ -35,9 +35,14 @@ class Event(StrEnum):
     KEY_REFRESH_FAILED = "key_refresh_failed"
     GRANT_ACTIVE = "grant_active"
     GRANT_EXPIRED = "grant_expired"
+    ASSERTION_KEYS_RELOADED = "assertion_keys_reloaded"
+    ASSERTION_KEYS_REJECTED = "assertion_keys_rejected"
+    ASSERTION_SIGNING_KEY_CHANGED = "assertion_signing_key_changed"
 
 
-_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED})
+_WARNINGS = frozenset(
+    {Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED, Event.ASSERTION_KEYS_REJECTED}
+)
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
     Event.POLICIES_RELOADED: "policies reloaded",
@@ -46,6 +51,9 @@ _MESSAGES: Mapping[Event, str] = {
     Event.KEY_REFRESH_FAILED: "issuer key refresh failed; keeping the last good keys",
     Event.GRANT_ACTIVE: "access grant became active",
     Event.GRANT_EXPIRED: "access grant expired",
+    Event.ASSERTION_KEYS_RELOADED: "assertion signing keys reloaded",
+    Event.ASSERTION_KEYS_REJECTED: "assertion signing keys rejected; the keys in force stay",
+    Event.ASSERTION_SIGNING_KEY_CHANGED: "assertion signing key changed",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {

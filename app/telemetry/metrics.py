@@ -113,6 +113,22 @@ def _state_families(view: StateView | None) -> list[Metric]:
     return [rules, info, age]
 
 
+def _assertion_families(counts: tuple[int, int] | None) -> list[Metric]:
+    """The signed identity assertion's counters, read at scrape time (app/assertion/ counts
+    with plain integers on the check path)."""
+    handed = CounterMetricFamily(
+        "ztauthz_assertions",
+        "Signed identity assertions handed to upstreams, by result: signed for this allow, or "
+        "reused (identical claims, signed by an earlier allow, more than half its lifetime left).",
+        labels=["result"],
+    )
+    if counts is not None:
+        signed, reused = counts
+        handed.add_metric(["signed"], signed)
+        handed.add_metric(["reused"], reused)
+    return [handed]
+
+
 def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
     """The verified-token cache's counters, read from the cache at scrape time (the cache
     counts with plain integers: nothing is locked on the check path)."""
@@ -266,3 +282,7 @@ class Metrics:
     def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
         """Expose the verified-token cache's size and counters (``view`` at every scrape)."""
         self.registry.register(_ScrapeTimeCollector(view, _token_cache_families))
+
+    def watch_assertions(self, view: Callable[[], tuple[int, int]]) -> None:
+        """Expose how many assertions were signed and reused (``view`` at every scrape)."""
+        self.registry.register(_ScrapeTimeCollector(view, _assertion_families))

@@ -1,12 +1,27 @@
-"""Admin listener: liveness, readiness and Prometheus metrics. Never on the check port."""
+"""Admin listener: liveness, readiness, Prometheus metrics and the assertion's JWKS. Never on
+the check port."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.state import Runtime
+
+JWKS_PATH = "/.well-known/jwks.json"
+JWKS_MEDIA_TYPE = "application/jwk-set+json"  # RFC 7517 §8.5.1
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: ``*`` or any listed entity tag equal to ``etag`` by weak comparison."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 def create_admin_app(runtime: Runtime) -> FastAPI:
@@ -30,6 +45,20 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "policy_reload": dict(runtime.reload_status),
         }
         return JSONResponse(body, status_code=200 if keys_ready else 503)
+
+    @app.get(JWKS_PATH)
+    async def jwks(request: Request) -> Response:
+        """The public keys that verify the signed identity assertion (every key in force, the
+        signing one and those still published for rotation); 404 when the assertion is off."""
+        signer = runtime.assertions
+        if signer is None:
+            return JSONResponse({"error": "the signed identity assertion is off"}, 404)
+        body, etag = signer.jwks()
+        max_age = int(signer.settings.jwks_max_age.total_seconds())
+        headers = {"etag": etag, "cache-control": f"public, max-age={max_age}"}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=JWKS_MEDIA_TYPE, headers=headers)
 
     registry = runtime.telemetry.metrics.registry
 

@@ -1,8 +1,8 @@
 """Decision -> (status, headers, body, headers to remove), shared by every transport.
 
-Identity headers for the upstream are always either set by ztauthz or named for removal, so a
-client can never smuggle one through Envoy (Envoy only overwrites the headers a response carries;
-the headers to remove make it drop the others). Each transport only puts this one rendering on
+Identity headers for the upstream (the signed assertion's too) are always either set by ztauthz
+or named for removal, so a client can never smuggle one through Envoy (Envoy only overwrites the
+headers a response carries; the headers to remove make it drop the others). Each transport only puts this one rendering on
 its wire: HTTP as the response plus ``x-envoy-auth-headers-to-remove``, gRPC as a CheckResponse
 with ``headers_to_remove``.
 """
@@ -17,7 +17,7 @@ import orjson
 
 from app.decision import ACR_VALUE, Decision
 from app.reasons import Reason, describe
-from app.settings import Response
+from app.settings import ASSERTION_HEADER, Response
 
 SUBJECT = "x-auth-subject"
 ISSUER = "x-auth-issuer"
@@ -30,6 +30,7 @@ RULE = "x-auth-rule"
 DEVICE_ID = "x-auth-device-id"  # evidence: the device the request comes from
 COUNTRY = "x-auth-country"  # evidence: ISO 3166-1 country of the request
 WORKLOAD = "x-auth-workload"  # evidence: the calling workload's SPIFFE ID
+ASSERTION = ASSERTION_HEADER  # the signed identity assertion (app/assertion/), when enabled
 
 # Every identity header ztauthz owns. Each allow response sets it or asks Envoy to remove it.
 IDENTITY_HEADERS: tuple[str, ...] = (
@@ -44,6 +45,7 @@ IDENTITY_HEADERS: tuple[str, ...] = (
     DEVICE_ID,
     COUNTRY,
     WORKLOAD,
+    ASSERTION,
 )
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 
@@ -163,5 +165,9 @@ def _render_allow(decision: Decision) -> Rendered:
             headers[COUNTRY] = evidence.location.country  # two upper-case letters
         if evidence.workload is not None:
             headers[WORKLOAD] = header_value(evidence.workload.id)
+    assertion = decision.assertion
+    if assertion is not None:
+        # A JWS compact serialization: base64url and dots, nothing to escape.
+        headers[assertion.header] = assertion.token
     missing = tuple(name for name in IDENTITY_HEADERS if name not in headers)
     return Rendered(200, headers, b"", missing)

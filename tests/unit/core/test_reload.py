@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from app.fileprint import fingerprint
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput
-from app.reload import PolicyReloader, fingerprint, reloading
+from app.reload import PolicyReloader, reloading
 from app.settings import Settings
 from app.state import Runtime
 
