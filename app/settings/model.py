@@ -17,6 +17,7 @@ from app.settings.issuers import Issuer, Token
 from app.settings.policy import GrantSettings, ReloadSettings
 from app.settings.response import Response
 from app.settings.server import Server
+from app.settings.store import StoreSettings
 from app.settings.telemetry import TelemetrySettings
 
 
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     response: Response = Response()
     telemetry: TelemetrySettings = TelemetrySettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    store: StoreSettings = StoreSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")
