@@ -21,6 +21,15 @@ class DryRun:
 
 
 @dataclass(frozen=True, slots=True)
+class DpopChallenge:
+    """What a DPoP challenge tells the client (RFC 9449 §7.1, §9): the proof algorithms
+    accepted, and the server nonce to put in the next proof (None: nonces are off)."""
+
+    algs: tuple[str, ...]
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
     reason: Reason
@@ -34,6 +43,7 @@ class Decision:
     candidate: DryRun | None = None  # what the candidate policy directory would have decided
     step_up: StepUp | None = None  # the RFC 9470 challenge's parameters (step-up authentication)
     evidence: Evidence | None = None  # what was gathered (None: no evidence source configured)
+    dpop: DpopChallenge | None = None  # set on 401s that answer with a DPoP challenge
 
     @property
     def status(self) -> int:

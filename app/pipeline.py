@@ -10,10 +10,11 @@ import logging
 import os
 from collections import deque
 
-from app.decision import Decision
+from app.decision import Decision, DpopChallenge
 from app.evidence.model import Evidence
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.errors import TokenError
-from app.identity.extract import extract_token
+from app.identity.extract import extract_credential
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput, with_evidence
@@ -50,6 +51,14 @@ def new_decision_id() -> str:
         return fresh[0]
 
 
+def dpop_challenge(state: RuntimeState, reason: Reason, now: float) -> DpopChallenge | None:
+    """The DPoP challenge's parameters for a refusal that answers with one (RFC 9449 §7.1)."""
+    if reason not in CHALLENGE_ERRORS:
+        return None
+    binding = state.binding
+    return DpopChallenge(binding.algorithms, binding.nonce(now))
+
+
 async def authorize(
     ctx: RequestContext,
     state: RuntimeState,
@@ -72,15 +81,24 @@ async def authorize(
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:
-                token = extract_token(ctx.headers, state.settings.token.cookie)
-                if token is not None:
-                    principal = await state.verifier.verify(token, now)
+                credential = extract_credential(ctx.headers, state.settings.token.cookie)
+                if credential is not None:
+                    verified = await state.verifier.verify(credential.token, now)
+                    # A token bound to a key or certificate (cnf) only from its holder.
+                    await state.binding.enforce(ctx, credential, verified.claims, now)
+                    principal = verified
             except TokenError as exc:
                 # An invalid token is refused even on anonymous routes: presenting bad
                 # credentials is never silently downgraded to "no credentials".
                 span.set_attribute("ztauthz.reason", exc.reason.value)
                 log.info("token refused: %s", exc.reason.value)
-                return Decision(False, exc.reason, decision_id, version)
+                return Decision(
+                    False,
+                    exc.reason,
+                    decision_id,
+                    version,
+                    dpop=dpop_challenge(state, exc.reason, now),
+                )
         evidence: Evidence | None = None
         if state.evidence is not None:  # only when some evidence source is configured
             with steps.span(EVIDENCE_SPAN):

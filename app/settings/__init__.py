@@ -1,12 +1,13 @@
 """Configuration: one YAML file, every key overridable by a ZTAUTHZ_* environment variable.
 
 One module per section (``server``, ``issuers``, ``response``, ``telemetry``, ``policy``,
-``evidence``, ``store``), the whole in ``model``, reading and validating the file in ``load``. Validation
+``evidence``, ``store``, ``dpop``), the whole in ``model``, reading and validating the file in ``load``. Validation
 happens once, at start: an invalid configuration never serves. The names below are the
 package's public surface.
 """
 
 from app.settings.base import Model, check_url
+from app.settings.dpop import DpopNonceSettings, DpopSettings
 from app.settings.evidence import (
     ClientCertificateSettings,
     ClientIpSettings,
@@ -38,6 +39,8 @@ __all__ = [
     "DecisionLogSettings",
     "DeviceClaimNames",
     "DeviceTokenSettings",
+    "DpopNonceSettings",
+    "DpopSettings",
     "EvidenceSettings",
     "GeoIpSettings",
     "GrantSettings",

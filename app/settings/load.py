@@ -75,6 +75,11 @@ def load_settings(path: Path) -> Settings:
         located_geoip = geoip.model_copy(update={"path": path.parent / geoip.path})
         evidence = settings.evidence.model_copy(update={"geoip": located_geoip})
         settings = settings.model_copy(update={"evidence": evidence})
+    nonce = settings.dpop.nonce
+    if nonce is not None and not nonce.secret_file.is_absolute():
+        located_nonce = nonce.model_copy(update={"secret_file": path.parent / nonce.secret_file})
+        dpop = settings.dpop.model_copy(update={"nonce": located_nonce})
+        settings = settings.model_copy(update={"dpop": dpop})
     redis = settings.store.redis
     if redis is not None:
         # Files named by the store section are relative to the configuration file, too.

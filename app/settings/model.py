@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.settings.dpop import DpopSettings
 from app.settings.evidence import EvidenceSettings
 from app.settings.issuers import Issuer, Token
 from app.settings.policy import GrantSettings, ReloadSettings
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     evidence: EvidenceSettings = EvidenceSettings()
     store: StoreSettings = StoreSettings()
+    dpop: DpopSettings = DpopSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")

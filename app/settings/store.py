@@ -92,8 +92,11 @@ class StoreSettings(Model):
     backend: Literal["memory", "redis"] = "memory"
     memory: MemoryStoreSettings = MemoryStoreSettings()
     redis: RedisStoreSettings | None = None
-    # How often readiness asks the store whether it answers.
+    # How often the store is asked whether it answers (between the operations that tell).
     health_interval: Duration = timedelta(seconds=2)
+    # Readiness fails once the store has not answered for this long (/readyz reports the store
+    # at once either way). Requests that need it are refused from the first failure.
+    unready_after: Duration = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _backend_configured(self) -> StoreSettings:

@@ -35,9 +35,11 @@ class Event(StrEnum):
     KEY_REFRESH_FAILED = "key_refresh_failed"
     GRANT_ACTIVE = "grant_active"
     GRANT_EXPIRED = "grant_expired"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STORE_RECOVERED = "store_recovered"
 
 
-_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED})
+_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED, Event.STORE_UNAVAILABLE})
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
     Event.POLICIES_RELOADED: "policies reloaded",
@@ -46,6 +48,8 @@ _MESSAGES: Mapping[Event, str] = {
     Event.KEY_REFRESH_FAILED: "issuer key refresh failed; keeping the last good keys",
     Event.GRANT_ACTIVE: "access grant became active",
     Event.GRANT_EXPIRED: "access grant expired",
+    Event.STORE_UNAVAILABLE: "shared store unavailable; checks that need it are refused",
+    Event.STORE_RECOVERED: "shared store available again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {
