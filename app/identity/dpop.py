@@ -33,12 +33,13 @@ import hmac
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import JWKRegistry
 
 from app.identity.errors import TokenError
@@ -215,9 +216,13 @@ def _import(canonical: str, alg: str) -> tuple[jwt.PyJWK, str] | None:
     RFC 7638 thumbprint; PyJWT binds it to ``alg`` (RSA below 2048 bits refused)."""
     jwk = json.loads(canonical)
     try:
-        imported = JWKRegistry.import_key(jwk)
-        thumbprint = imported.thumbprint()
-    except (JoseError, ValueError, TypeError, KeyError):
+        with warnings.catch_warnings():
+            # joserfc warns (SecurityWarning) about weak keys, e.g. RSA below 2048 bits: a
+            # weak key is refused here, not logged and used.
+            warnings.simplefilter("error", SecurityWarning)
+            imported = JWKRegistry.import_key(jwk)
+            thumbprint = imported.thumbprint()
+    except (JoseError, SecurityWarning, ValueError, TypeError, KeyError):
         return None
     if imported.is_private:
         return None
