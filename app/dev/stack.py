@@ -183,6 +183,9 @@ def demo_config() -> dict[str, Any]:
                 "max_age": "10m",
             },
             "client_certificate": {"envoy_forward_client_cert_details": "SANITIZE_SET"},
+            # The dev issuer's signed `country` claim is the request's country (there is no
+            # GeoIP database on loopback): `ztauthz dev token --country DE` shows x-auth-country.
+            "location": {"country_from_claims": True},
         },
         "log_level": "info",
     }

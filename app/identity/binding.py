@@ -36,8 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from app.evidence.xfcc import XfccError, parse_xfcc
+from app.http_facts import DPOP, FORWARDED_CLIENT_CERT, FORWARDED_PROTO
 from app.identity.dpop import (
-    DPOP_HEADER,
     DpopError,
     ProofRequest,
     ProofRules,
@@ -55,8 +55,6 @@ from app.store.health import StoreHealth
 log = logging.getLogger("ztauthz.binding")
 
 REPLAY_NAMESPACE = "dpop-jti"
-XFCC_HEADER = "x-forwarded-client-cert"
-SCHEME_HEADER = "x-forwarded-proto"  # set by Envoy itself (see docs/sender-constrained-tokens.md)
 CNF = "cnf"
 JKT = "jkt"
 X5T_S256 = "x5t#S256"
@@ -92,7 +90,7 @@ def request_scheme(ctx: RequestContext) -> str | None:
     """The scheme the client used, as Envoy saw it: ``x-forwarded-proto``, which Envoy sets
     from the downstream connection unless it trusts the hop before it (use_remote_address,
     xff_num_trusted_hops), else the gRPC CheckRequest's ``scheme`` attribute."""
-    value = ctx.headers.get(SCHEME_HEADER)
+    value = ctx.headers.get(FORWARDED_PROTO)
     if value is not None:
         value = value.strip().lower()
         return value if value in ("http", "https") else None
@@ -105,7 +103,7 @@ def certificate_thumbprint(ctx: RequestContext, trust_xfcc: bool) -> str | None:
         return _pem_thumbprint(ctx.peer_certificate)
     if ctx.transport != "http" or not trust_xfcc:
         return None
-    header = ctx.headers.get(XFCC_HEADER)
+    header = ctx.headers.get(FORWARDED_CLIENT_CERT)
     if header is None:
         return None
     try:
@@ -196,7 +194,7 @@ class SenderBinding:
     async def _check_proof(self, ctx: RequestContext, token: str, jkt: str, now: float) -> None:
         uri = target_uri(request_scheme(ctx), ctx.host, ctx.path.partition("?")[0])
         request = ProofRequest(method=ctx.method, uri=uri, access_token=token)
-        proof = verify_proof(ctx.headers.get(DPOP_HEADER), request, self.rules, now)
+        proof = verify_proof(ctx.headers.get(DPOP), request, self.rules, now)
         if not hmac.compare_digest(proof.jkt.encode("ascii"), jkt.encode("ascii", "replace")):
             raise DpopError(Reason.DPOP_KEY_MISMATCH, "the proof key is not cnf.jkt")
         if self.nonces is not None and (

@@ -47,8 +47,6 @@ from app.identity.jwks import KEY_TYPES, PRIVATE_MEMBERS, bind_key
 from app.identity.jws import parse_compact, verify_signature
 from app.reasons import Reason
 
-DPOP_HEADER = "dpop"  # RFC 9449 §4.1, lower-cased as RequestContext keeps headers
-NONCE_HEADER = "dpop-nonce"  # RFC 9449 §8, §9
 PROOF_TYPES = frozenset({"dpop+jwt", "application/dpop+jwt"})  # RFC 7515 §4.1.9: compared
 # case-insensitively, the "application/" prefix optional
 MAX_JTI = 256  # characters: 96 random bits need 16 (RFC 9449 §4.2); more is abuse

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from app.http_facts import AUTHORIZATION, COOKIE
 from app.identity.errors import TokenError
 from app.reasons import Reason
 
@@ -47,11 +48,11 @@ def extract_credential(headers: Mapping[str, str], cookie_name: str | None) -> C
     Raises TokenError(TOKEN_MALFORMED) for a credential that is present but neither a bearer
     nor a DPoP token (two Authorization lines, which Envoy joins with a comma, are neither).
     """
-    authorization = headers.get("authorization")
+    authorization = headers.get(AUTHORIZATION)
     if authorization is not None:
         return _from_authorization(authorization)
     if cookie_name:
-        token = _from_cookie(headers.get("cookie"), cookie_name)
+        token = _from_cookie(headers.get(COOKIE), cookie_name)
         return None if token is None else Credential("cookie", token)
     return None
 

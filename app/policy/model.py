@@ -12,9 +12,6 @@ if TYPE_CHECKING:
 Effect = Literal["allow", "deny"]
 Scalar = str | int | float | bool
 
-METHODS: frozenset[str] = frozenset(
-    {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"}
-)
 ANY_PATH = "/**"
 
 

@@ -17,7 +17,8 @@ from urllib.parse import quote
 import orjson
 
 from app.decision import Decision
-from app.identity.dpop import CHALLENGE_ERRORS, NONCE_HEADER
+from app.http_facts import DPOP_NONCE
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.reasons import Reason, describe
 from app.settings import Response
 
@@ -157,7 +158,7 @@ def render(decision: Decision, settings: Response) -> Rendered:
     if decision.status == 401:
         headers["www-authenticate"] = _challenge(decision, settings)
         if decision.dpop is not None and decision.dpop.nonce is not None:
-            headers[NONCE_HEADER] = decision.dpop.nonce  # RFC 9449 §9
+            headers[DPOP_NONCE] = decision.dpop.nonce  # RFC 9449 §9
     return Rendered(decision.status, headers, _json(decision, settings))
 
 
