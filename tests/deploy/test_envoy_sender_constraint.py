@@ -15,7 +15,8 @@ import yaml
 
 from tests.deploy.deploy_support import COMPOSE, DEPLOY, ISTIO, K8S, http_filters
 
-ENVOY_CONFIGS = sorted((DEPLOY / "envoy").glob("envoy*.yaml")) + [
+ENVOY_CONFIGS = [
+    *sorted((DEPLOY / "envoy").glob("envoy*.yaml")),
     COMPOSE / "envoy.yaml",
     K8S / "base" / "envoy.yaml",
     K8S / "injector" / "base" / "envoy.yaml",
