@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from app.evidence.xfcc import XfccError, parse_xfcc
 from app.http_facts import DPOP, FORWARDED_CLIENT_CERT, FORWARDED_PROTO
+from app.identity.confirmation import CNF, JKT, X5T_S256
 from app.identity.dpop import (
     DpopError,
     ProofRequest,
@@ -55,9 +56,6 @@ from app.store.health import StoreHealth
 log = logging.getLogger("ztauthz.binding")
 
 REPLAY_NAMESPACE = "dpop-jti"
-CNF = "cnf"
-JKT = "jkt"
-X5T_S256 = "x5t#S256"
 
 
 @dataclass(frozen=True, slots=True)

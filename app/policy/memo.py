@@ -32,6 +32,8 @@ def plain(rule: Rule) -> bool:
         and rule.when is None
         and rule.auth is None
         and rule.evidence is None
+        # The token's binding (its cnf claim) decides: not a fact the memo keys on.
+        and rule.sender_constrained is None
     )
 
 

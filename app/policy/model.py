@@ -151,6 +151,8 @@ class Rule:
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+    # sender_constrained: the token must be bound to one of these (dpop, mtls); allow rules only
+    sender_constrained: frozenset[str] | None = None
 
     @property
     def workload_authenticates(self) -> bool:
@@ -168,6 +170,7 @@ class Rule:
             or self.when is not None
             or self.auth is not None
             or self.evidence is not None
+            or self.sender_constrained is not None
         )
 
 
