@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.jwk import JWKRegistry
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-DPOP_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+from app.dev.cli_dpop import DPOP_ALGORITHMS
+
 DROP = object()  # a header or claim value that removes the member (for broken proofs)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
