@@ -32,6 +32,8 @@ from app.reasons import Reason, status_of
 TRANSPORTS: Final = ("http", "grpc")
 OTHER: Final = "other"
 OUTCOMES: Final = ("success", "failure")
+# Shared-store operations whose failures are counted (app/store/health.py callers).
+STORE_OPERATIONS: Final = ("dpop_replay", "ping")
 # Sub-millisecond is the normal case (keys cached, CPU only); the tail shows up in the top buckets.
 DURATION_BUCKETS: Final = (
     0.0001,
@@ -248,6 +250,8 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        for operation in STORE_OPERATIONS:
+            self.store_failures.labels(operation)
         for issuer in issuers:
             for outcome in OUTCOMES:
                 self.jwks_refreshes.labels(issuer, outcome)
