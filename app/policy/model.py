@@ -53,14 +53,6 @@ class AuthRequirement:
 
 
 @dataclass(frozen=True, slots=True)
-class StepUp:
-    """What an RFC 9470 challenge asks for: ``acr_values`` and ``max_age`` (seconds)."""
-
-    acr_values: tuple[str, ...] = ()
-    max_age: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class TimeWindow:
     """Local days and hours in a named time zone (``time_window:``).
 
@@ -153,6 +145,23 @@ class Rule:
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
     # sender_constrained: the token must be bound to one of these (dpop, mtls); allow rules only
     sender_constrained: frozenset[str] | None = None
+    # Derived once, here, and nowhere else: does nothing but the request line and the principal
+    # decide whether the rule applies (no time window, grant, CEL condition, step-up,
+    # evidence or sender-constraint condition)? Evaluation takes its fast path on it, and the decision memo
+    # (app/policy/memo.py) remembers only decisions that plain rules made.
+    plain: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plain = (
+            self.time_window is None
+            and self.grant is None
+            and self.when is None
+            and self.auth is None
+            and self.evidence is None
+            # The token's binding (its cnf claim) decides: not a fact the memo keys on.
+            and self.sender_constrained is None
+        )
+        object.__setattr__(self, "plain", plain)
 
     @property
     def workload_authenticates(self) -> bool:

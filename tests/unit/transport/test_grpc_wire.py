@@ -13,9 +13,8 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
-from app.decision import Decision
+from app.decision import Decision, StepUp
 from app.identity.principal import Principal
-from app.policy.model import StepUp
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Response
