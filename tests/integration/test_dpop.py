@@ -28,11 +28,13 @@ def url(stack: Stack, path: str = PATH, scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{stack.ports.envoy}{path}"
 
 
-def send(stack: Stack, headers: Sequence[tuple[str, str]], method: str = "GET") -> Reply:
+def send(
+    stack: Stack, headers: Sequence[tuple[str, str]], method: str = "GET", path: str = PATH
+) -> Reply:
     """One request to Envoy with ``headers`` as given, repeated names included."""
     conn = http.client.HTTPConnection("127.0.0.1", stack.ports.envoy, timeout=10)
     try:
-        conn.putrequest(method, PATH)
+        conn.putrequest(method, path)
         for name, value in headers:
             conn.putheader(name, value)
         conn.endheaders()
@@ -215,3 +217,18 @@ def test_the_decision_log_names_the_check_and_never_the_token_or_proof(
 def test_a_plain_bearer_token_is_unaffected(stack: Stack, token: Mint) -> None:
     reply = http_request(stack.ports.envoy, "GET", PATH, {"Authorization": f"Bearer {token()}"})
     assert reply.status == 200 and reached_upstream(reply)
+
+
+def test_a_route_that_requires_dpop_refuses_a_bearer_token_and_allows_a_bound_one(
+    stack: Stack, token: Mint, bound: str, key: DpopKey
+) -> None:
+    # tests/integration/policies/integration.yaml: POST /payments has sender_constrained: dpop.
+    plain = token()
+    refused = send(stack, [("Authorization", f"Bearer {plain}")], "POST", "/payments")
+    status, reason, challenge = refusal(refused)
+    assert (status, reason) == (401, Reason.SENDER_CONSTRAINT_REQUIRED.value)
+    assert challenge.startswith('DPoP realm="ztauthz", error="invalid_token"')
+    assert challenge.endswith(ALGS)
+    proof = key.proof("POST", url(stack, "/payments"), access_token=bound)
+    allowed = send(stack, dpop(bound, proof), "POST", "/payments")
+    assert allowed.status == 200 and reached_upstream(allowed), allowed.body
