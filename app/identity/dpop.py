@@ -228,6 +228,7 @@ def _import(canonical: str, alg: str) -> tuple[jwt.PyJWK, str] | None:
     return None if key is None else (key, thumbprint)
 
 
+@lru_cache(maxsize=4096)  # clients and routes repeat the same few URIs
 def normalize_uri(uri: str) -> str | None:
     """An http(s) URI without query and fragment, normalized per RFC 3986 §6.2.2 (case of the
     scheme and host, percent-encoding case, unreserved characters decoded, dot segments
