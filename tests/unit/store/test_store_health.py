@@ -38,7 +38,7 @@ async def test_transitions_are_events_and_failures_are_counted() -> None:
     store.down = True
     await health.check()
     await health.check()
-    assert not health.up
+    assert not health.status().up
     assert changes == [(False, "redis ping: ConnectionError: refused")]
     assert failures == ["ping", "ping"]
     assert health.status().down_since == 100.0 and health.ready(129.9)
@@ -46,7 +46,7 @@ async def test_transitions_are_events_and_failures_are_counted() -> None:
     assert not health.ready(now[0])
     store.down = False
     await health.check()
-    assert health.up and health.ready(now[0]) and changes[-1] == (True, None)
+    assert health.status().up and health.ready(now[0]) and changes[-1] == (True, None)
     assert health.status().last_error is not None  # the last error stays for /readyz
 
 
@@ -56,9 +56,9 @@ async def test_the_watch_pings_until_closed() -> None:
     await health.start()
     store.down = True
     for _ in range(200):
-        if not health.up:
+        if not health.status().up:
             break
         await asyncio.sleep(0.01)
-    assert not health.up
+    assert not health.status().up
     await health.aclose()
     assert health.status().backend == "memory"
