@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl clean bench container-check sbom
+.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl redis clean bench container-check sbom
 
 # Coverage floor for `make test` (branch coverage of app/): raised as the suite grows, never
 # lowered. The HTML report lands in htmlcov/index.html (make coverage-report).
@@ -46,6 +46,13 @@ curl: ## install curl from Debian if missing (the documented commands use it)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 
+# redis-server backs the shared store's integration tests (tests/integration/redis_support.py
+# starts one per test on a loopback port).
+redis: ## install redis-server from Debian if missing
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 demo: $(STAMP) ## run the local stack: Envoy + ztauthz + dev OIDC issuer + demo upstream, on loopback
 	$(BIN)/ztauthz dev stack
 
@@ -56,14 +63,14 @@ lint: $(STAMP) typecheck ## ruff (lint and format) and mypy --strict
 typecheck: $(STAMP) ## mypy --strict over app/ and tests/
 	$(BIN)/mypy
 
-test: $(STAMP) npm curl lint ## the whole suite (lint, types, unit, integration, interop, deploy) with the coverage gate
+test: $(STAMP) npm curl redis lint ## the whole suite (lint, types, unit, integration, interop, deploy) with the coverage gate
 	$(PYTEST) --cov=app --cov-branch --cov-report=term:skip-covered --cov-report=html \
 	  --cov-fail-under=$(COVERAGE_FLOOR)
 
 unit: $(STAMP) ## unit tests: in-process, no Envoy
 	$(PYTEST) tests/unit
 
-integration: $(STAMP) curl npm ## tests through real Envoy, ztauthz, issuers and the CLI (and the documented Node.js verifier)
+integration: $(STAMP) curl npm redis ## tests through real Envoy, ztauthz, issuers, Redis and the CLI (and the documented Node.js verifier)
 	$(PYTEST) tests/integration
 
 interop: $(STAMP) npm ## interop with the independent OIDC provider (npm oidc-provider)

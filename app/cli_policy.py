@@ -156,7 +156,7 @@ def _token(args: argparse.Namespace, headers: Mapping[str, str]) -> str | None:
         return Path(args.token_file).read_text(encoding="utf-8").strip()
     authorization = headers.get(AUTHORIZATION, "")
     scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return value.strip() if scheme.lower() in ("bearer", "dpop") and value.strip() else None
 
 
 async def _verified(token: str, config: Path, now: float) -> Any:

@@ -45,6 +45,15 @@ class SignedAssertion:
 
 
 @dataclass(frozen=True, slots=True)
+class DpopChallenge:
+    """What a DPoP challenge tells the client (RFC 9449 §7.1, §9): the proof algorithms
+    accepted, and the server nonce to put in the next proof (None: nonces are off)."""
+
+    algs: tuple[str, ...]
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
     reason: Reason
@@ -60,6 +69,7 @@ class Decision:
     evidence: Evidence | None = None  # what was gathered (None: no evidence source configured)
     # Set on allow by the Checker when ``assertion.enabled``; rendered as one upstream header.
     assertion: SignedAssertion | None = None
+    dpop: DpopChallenge | None = None  # set on 401s that answer with a DPoP challenge
 
     @property
     def status(self) -> int:

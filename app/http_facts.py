@@ -26,7 +26,12 @@ PROXY_AUTHORIZATION: Final = "proxy-authorization"
 COOKIE: Final = "cookie"
 FORWARDED_FOR: Final = "x-forwarded-for"
 FORWARDED_CLIENT_CERT: Final = "x-forwarded-client-cert"
+# The scheme the client used, as Envoy sets it from the downstream connection (it overwrites a
+# client's own value unless it trusts the hop before it): DPoP's htu (RFC 9449 §4.3).
+FORWARDED_PROTO: Final = "x-forwarded-proto"
+DPOP: Final = "dpop"  # a DPoP proof (RFC 9449 §4.1)
+DPOP_NONCE: Final = "dpop-nonce"  # a server nonce for the next proof (RFC 9449 §8, §9)
 
 # Headers that carry credentials: never shown to policy conditions, never usable as the name
 # of an evidence header.
-CREDENTIAL_HEADERS: Final = frozenset({AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE})
+CREDENTIAL_HEADERS: Final = frozenset({AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, DPOP})

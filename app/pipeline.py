@@ -6,12 +6,14 @@ Each step is a function of typed, frozen values. Any unexpected exception become
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from app.decision import Decision
+from app.decision import Decision, DpopChallenge
 from app.evidence.model import Evidence
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.errors import TokenError
-from app.identity.extract import extract_token
+from app.identity.extract import extract_credential
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput, with_evidence
@@ -22,6 +24,14 @@ from app.state import RuntimeState
 from app.telemetry.tracing import EVALUATE_SPAN, EVIDENCE_SPAN, NO_STEPS, VERIFY_SPAN, Steps
 
 log = logging.getLogger("ztauthz.pipeline")
+
+
+def dpop_challenge(state: RuntimeState, reason: Reason, now: float) -> DpopChallenge | None:
+    """The DPoP challenge's parameters for a refusal that answers with one (RFC 9449 §7.1)."""
+    if reason not in CHALLENGE_ERRORS:
+        return None
+    binding = state.binding
+    return DpopChallenge(binding.algorithms, binding.nonce(now))
 
 
 async def authorize(
@@ -46,15 +56,24 @@ async def authorize(
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:
-                token = extract_token(ctx.headers, state.settings.token.cookie)
-                if token is not None:
-                    principal = await state.verifier.verify(token, now)
+                credential = extract_credential(ctx.headers, state.settings.token.cookie)
+                if credential is not None:
+                    verified = await state.verifier.verify(credential.token, now)
+                    # A token bound to a key or certificate (cnf) only from its holder.
+                    await state.binding.enforce(ctx, credential, verified.claims, now)
+                    principal = verified
             except TokenError as exc:
                 # An invalid token is refused even on anonymous routes: presenting bad
                 # credentials is never silently downgraded to "no credentials".
                 span.set_attribute("ztauthz.reason", exc.reason.value)
                 log.info("token refused: %s", exc.reason.value)
-                return Decision(False, exc.reason, decision_id, version)
+                return Decision(
+                    False,
+                    exc.reason,
+                    decision_id,
+                    version,
+                    dpop=dpop_challenge(state, exc.reason, now),
+                )
         evidence: Evidence | None = None
         if state.evidence is not None:  # only when some evidence source is configured
             with steps.span(EVIDENCE_SPAN):
@@ -71,6 +90,10 @@ async def authorize(
                     return known
             decision = policy_decision(
                 state.policies, state.candidate, request, principal, now, decision_id, evidence
+            )
+        if decision.reason in CHALLENGE_ERRORS:  # a rule's sender_constrained: a DPoP challenge
+            decision = dataclasses.replace(
+                decision, dpop=dpop_challenge(state, decision.reason, now)
             )
         if remember:
             state.memo.put(state.policies, request, decision)

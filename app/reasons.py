@@ -30,6 +30,28 @@ class Reason(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"
     TOKEN_LIFETIME_EXCEEDED = "token_lifetime_exceeded"
+    # 401: a sender-constrained token (RFC 9449 DPoP, RFC 8705 certificate-bound) whose binding
+    # does not hold. The DPoP proof checks (RFC 9449 §4.3) answer error="invalid_dpop_proof",
+    # the nonce check error="use_dpop_nonce" (§9), the binding itself error="invalid_token".
+    DPOP_PROOF_MISSING = "dpop_proof_missing"
+    DPOP_PROOF_MULTIPLE = "dpop_proof_multiple"
+    DPOP_PROOF_MALFORMED = "dpop_proof_malformed"
+    DPOP_PROOF_TYPE_INVALID = "dpop_proof_type_invalid"
+    DPOP_PROOF_ALGORITHM_NOT_ALLOWED = "dpop_proof_algorithm_not_allowed"
+    DPOP_PROOF_KEY_INVALID = "dpop_proof_key_invalid"
+    DPOP_PROOF_SIGNATURE_INVALID = "dpop_proof_signature_invalid"
+    DPOP_PROOF_METHOD_MISMATCH = "dpop_proof_method_mismatch"
+    DPOP_PROOF_URI_MISMATCH = "dpop_proof_uri_mismatch"
+    DPOP_PROOF_IAT_INVALID = "dpop_proof_iat_invalid"
+    DPOP_PROOF_ATH_MISMATCH = "dpop_proof_ath_mismatch"
+    DPOP_PROOF_REPLAYED = "dpop_proof_replayed"
+    DPOP_NONCE_REQUIRED = "dpop_nonce_required"
+    DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    DPOP_TOKEN_UNBOUND = "dpop_token_unbound"
+    TOKEN_BOUND_AS_BEARER = "token_bound_as_bearer"
+    TOKEN_BINDING_UNSUPPORTED = "token_binding_unsupported"
+    TOKEN_CERTIFICATE_MISMATCH = "token_certificate_mismatch"
+    SENDER_CONSTRAINT_REQUIRED = "sender_constraint_required"
     # 401 with an RFC 9470 step-up challenge: the identity is fine, its authentication too weak
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
     # 403: identity known (or explicitly not needed) but not permitted
@@ -58,6 +80,7 @@ class Reason(StrEnum):
     PATH_REJECTED = "path_rejected"
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"  # the DPoP replay cache cannot answer
     INTERNAL_ERROR = "internal_error"
 
 
@@ -86,6 +109,7 @@ _STATUS: dict[Reason, int] = {
     Reason.WORKLOAD_DENIED: 403,
     Reason.PATH_REJECTED: 400,
     Reason.KEYS_UNAVAILABLE: 503,
+    Reason.STORE_UNAVAILABLE: 503,
     Reason.INTERNAL_ERROR: 503,
 }
 
@@ -105,6 +129,26 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.TOKEN_EXPIRED: "the token has expired",
     Reason.TOKEN_NOT_YET_VALID: "the token is not yet valid",
     Reason.TOKEN_LIFETIME_EXCEEDED: "the token lifetime exceeds the allowed maximum",
+    Reason.DPOP_PROOF_MISSING: "a DPoP proof is required",
+    Reason.DPOP_PROOF_MULTIPLE: "exactly one DPoP proof is allowed",
+    Reason.DPOP_PROOF_MALFORMED: "the DPoP proof is malformed",
+    Reason.DPOP_PROOF_TYPE_INVALID: "the DPoP proof type is not dpop+jwt",
+    Reason.DPOP_PROOF_ALGORITHM_NOT_ALLOWED: "the DPoP proof algorithm is not allowed",
+    Reason.DPOP_PROOF_KEY_INVALID: "the DPoP proof key is invalid",
+    Reason.DPOP_PROOF_SIGNATURE_INVALID: "the DPoP proof signature is invalid",
+    Reason.DPOP_PROOF_METHOD_MISMATCH: "the DPoP proof is for another method",
+    Reason.DPOP_PROOF_URI_MISMATCH: "the DPoP proof is for another URI",
+    Reason.DPOP_PROOF_IAT_INVALID: "the DPoP proof is too old or from the future",
+    Reason.DPOP_PROOF_ATH_MISMATCH: "the DPoP proof is for another access token",
+    Reason.DPOP_PROOF_REPLAYED: "the DPoP proof was already used",
+    Reason.DPOP_NONCE_REQUIRED: "a DPoP proof with the current server nonce is required",
+    Reason.DPOP_KEY_MISMATCH: "the DPoP proof key is not the key the token is bound to",
+    Reason.DPOP_TOKEN_UNBOUND: "the token is not bound to a DPoP key",
+    Reason.TOKEN_BOUND_AS_BEARER: "the token is sender-constrained and cannot be used as a bearer token",
+    Reason.TOKEN_BINDING_UNSUPPORTED: "the token is bound by a confirmation method not supported here",
+    Reason.TOKEN_CERTIFICATE_MISMATCH: "the token is bound to another client certificate",
+    Reason.SENDER_CONSTRAINT_REQUIRED: "a sender-constrained token is required",
+    Reason.STORE_UNAVAILABLE: "the replay cache is unavailable; the request is denied",
     Reason.NO_MATCHING_RULE: "no policy rule allows this request",
     Reason.DENIED_BY_RULE: "a policy rule denies this request",
     Reason.INSUFFICIENT_USER_AUTHENTICATION: "a stronger or more recent authentication is required",

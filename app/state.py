@@ -14,6 +14,9 @@ import httpx
 
 from app.assertion import AssertionSigner
 from app.evidence.gather import EvidenceGatherer, build_gatherer
+from app.identity.binding import SenderBinding
+from app.identity.dpop import ProofRules
+from app.identity.dpop_nonce import NonceIssuer
 from app.identity.jwks import KeySource
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
@@ -21,10 +24,46 @@ from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
 from app.policy.memo import DecisionMemo
 from app.settings import Settings
+from app.store import SharedStore
+from app.store.health import StoreHealth
+from app.store.memory import MemoryStore
+from app.store.open import open_store
 from app.telemetry.events import Event
 from app.telemetry.hub import Telemetry
 
 log = logging.getLogger("ztauthz.state")
+
+
+def build_binding(settings: Settings, store: SharedStore, health: StoreHealth) -> SenderBinding:
+    """Sender-constrained token enforcement (app/identity/binding.py) as configured."""
+    dpop = settings.dpop
+    nonce = dpop.nonce
+    certificates = settings.evidence.client_certificate
+    return SenderBinding(
+        ProofRules(
+            algorithms=frozenset(dpop.algorithms),
+            max_age=dpop.max_age.total_seconds(),
+            leeway=dpop.leeway.total_seconds(),
+            max_bytes=dpop.max_proof_bytes,
+        ),
+        store,
+        health,
+        nonces=None
+        if nonce is None
+        else NonceIssuer.from_file(nonce.secret_file, nonce.window.total_seconds()),
+        trust_xfcc=certificates is not None and certificates.trust_xfcc,
+    )
+
+
+def _standalone_binding() -> SenderBinding:
+    """Binding enforcement with the default rules and an in-process store (tests that build
+    a RuntimeState by hand): bound tokens are never let through unchecked."""
+    store = MemoryStore()
+    return SenderBinding(
+        ProofRules(frozenset({"ES256", "RS256", "PS256", "EdDSA"}), 60.0, 5.0, 8192),
+        store,
+        StoreHealth(store, time.time, interval=2.0, unready_after=30.0),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +75,8 @@ class RuntimeState:
     policies: CompiledPolicies
     candidate: CompiledPolicies | None = None  # evaluated beside the live policies, not enforced
     evidence: EvidenceGatherer | None = None  # None: no evidence source is configured
+    # Enforces cnf (DPoP proofs, certificate-bound tokens) on every token that carries it.
+    binding: SenderBinding = field(default_factory=_standalone_binding, compare=False, repr=False)
     # Decisions of plain rules (app/policy/memo.py); a new state, a new memo.
     memo: DecisionMemo = field(default_factory=DecisionMemo, init=False, compare=False, repr=False)
 
@@ -78,6 +119,23 @@ class Runtime:
         # Readiness detail about policy reloads (app/reload.py keeps it current).
         self.reload_status: Mapping[str, object] = {"enabled": False}
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # The shared store (DPoP replay cache; revocations): memory, or Redis for replicas.
+        self.store = open_store(settings.store)
+        events = self.telemetry.events
+        metrics = self.telemetry.metrics
+        self.store_health = StoreHealth(
+            self.store,
+            clock,
+            interval=settings.store.health_interval.total_seconds(),
+            unready_after=settings.store.unready_after.total_seconds(),
+            on_change=lambda up, error: events.emit(
+                Event.STORE_RECOVERED if up else Event.STORE_UNAVAILABLE,
+                backend=self.store.backend,
+                error=error,
+            ),
+            on_failure=lambda operation: metrics.store_failures.labels(operation).inc(),
+        )
+        metrics.watch_store(lambda: (self.store.backend, self.store_health.up))
         self._sources: dict[str, KeySource] = dict(
             build_key_sources(
                 settings.issuers, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
@@ -96,6 +154,7 @@ class Runtime:
             evidence=build_gatherer(
                 settings, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             ),
+            binding=build_binding(settings, self.store, self.store_health),
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
         if self.assertions is not None:
@@ -115,13 +174,15 @@ class Runtime:
             return self.state
 
     def is_ready(self) -> bool:
-        return self.state.verifier.is_ready(self._clock())
+        now = self._clock()
+        return self.state.verifier.is_ready(now) and self.store_health.ready(now)
 
     def now(self) -> float:
         return self._clock()
 
     async def __aenter__(self) -> Runtime:
         self.telemetry.start()
+        await self.store_health.start()
         for source in self._sources.values():
             await source.start()
         if self.state.evidence is not None:
@@ -149,4 +210,6 @@ class Runtime:
         if self.assertions is not None:
             await self.assertions.aclose()
         await self._client.aclose()
+        await self.store_health.aclose()
+        await self.store.aclose()
         self.telemetry.close()

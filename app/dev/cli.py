@@ -1,4 +1,5 @@
-"""``ztauthz dev ...``: dev issuer, dev tokens, demo upstream and the local demo stack.
+"""``ztauthz dev ...``: dev issuer, dev tokens (DPoP keys and proofs: cli_dpop.py), demo
+upstream and the local demo stack.
 
 Only argparse is imported here; each command imports what it runs, so building the parser
 never loads keys, uvicorn or the stack supervisor.
@@ -49,6 +50,9 @@ def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     _add_device_token(commands)
     _add_upstream(commands)
     _add_stack(commands)
+    from app.dev.cli_dpop import add_dpop_commands  # argparse only, like this module
+
+    add_dpop_commands(commands)
 
 
 def _add_issuer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +97,16 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--drop-claim", action="append", default=[], metavar="NAME", help="remove a claim"
     )
     parser.add_argument("--device-id", help="device_id claim (what binds a device token)")
+    parser.add_argument(
+        "--dpop-key",
+        type=Path,
+        help="bind the token to this DPoP key (cnf.jkt; the key from dev dpop-key)",
+    )
+    parser.add_argument(
+        "--bind-cert",
+        type=Path,
+        help="bind the token to this client certificate (PEM; cnf x5t#S256, RFC 8705)",
+    )
     parser.add_argument("--country", help="country claim: a signed location (e.g. DE)")
     parser.set_defaults(func=_cmd_token)
 
@@ -194,6 +208,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from app.dev.tokens import DROP, identity_device_claims, mint
 
     extra: dict[str, Any] = identity_device_claims(args.device_id, country=args.country)
+    try:
+        extra.update(_binding(args.dpop_key, args.bind_cert))
+    except (OSError, ValueError) as exc:
+        return _fail("token", exc)
     extra.update(dict(args.claim))
     extra.update(dict.fromkeys(args.drop_claim, DROP))
     try:
@@ -213,6 +231,20 @@ def _cmd_token(args: argparse.Namespace) -> int:
         return _fail("token", exc)
     print(token)
     return EXIT_OK
+
+
+def _binding(dpop_key: Path | None, certificate: Path | None) -> dict[str, Any]:
+    """The ``cnf`` claim binding a token to a DPoP key and/or a client certificate."""
+    cnf: dict[str, str] = {}
+    if dpop_key is not None:
+        from app.dev.dpop import DpopKey
+
+        cnf["jkt"] = DpopKey.load(dpop_key).jkt
+    if certificate is not None:
+        from app.dev.tokens import certificate_thumbprint
+
+        cnf["x5t#S256"] = certificate_thumbprint(certificate.read_bytes())
+    return {"cnf": cnf} if cnf else {}
 
 
 def _cmd_device_token(args: argparse.Namespace) -> int:

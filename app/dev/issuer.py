@@ -1,7 +1,8 @@
 """A minimal dev OIDC issuer: discovery document and JWKS for the dev keys, nothing else.
 
 There is no token endpoint; tokens come from ``ztauthz dev token``, which signs with the same
-keys directory. If the issuer URL has a path (``http://127.0.0.1:9400/realms/dev``) both
+keys directory (``--dpop-key`` binds one to a DPoP key, ``--bind-cert`` to a client
+certificate: sender-constrained tokens, docs/sender-constrained-tokens.md). If the issuer URL has a path (``http://127.0.0.1:9400/realms/dev``) both
 documents are served under it, as OIDC discovery expects.
 """
 
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app.dev.cli_dpop import DPOP_ALGORITHMS
 from app.dev.keys import ALGORITHMS, DevKeys
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -27,7 +29,7 @@ JWKS_PATH = "/jwks.json"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
 
-_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups", "scope"]
+_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups", "scope", "cnf"]
 
 
 def discovery_document(issuer_url: str) -> dict[str, Any]:
@@ -39,6 +41,8 @@ def discovery_document(issuer_url: str) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "claims_supported": list(_CLAIMS),
+        # The proof algorithms of the DPoP-bound tokens it issues (RFC 9449 §5.1).
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
     }
 
 

@@ -387,6 +387,8 @@ class DemoRequest:
     expect_status: int
     expect_reason: str | None = None
     workload: bool = False  # sent over the mTLS listener with the demo workload's certificate
+    # Sent as "Authorization: DPoP <token>" with a fresh proof signed by this key (RFC 9449).
+    dpop_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,8 +404,36 @@ class Reply:
             return None
 
 
+def demo_dpop_keys(stack: Stack) -> tuple[Path, Path]:
+    """Alice's DPoP key and another one (a thief's), kept in the work directory."""
+    from app.dev.dpop import DpopKey
+
+    keys = []
+    for name in ("alice", "thief"):
+        path = stack.workdir / "dpop" / f"{name}.pem"
+        if not path.exists():
+            DpopKey.generate("ES256").save(path)
+        keys.append(path)
+    return keys[0], keys[1]
+
+
 def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
-    """Three requests against the shipped policies: allow, 401, 403."""
+    """Requests against the shipped policies: allow, 401, 403; a DPoP-bound token allowed with
+    its key's proof and refused with another key's; a workload over mTLS."""
+    from app.dev.dpop import DpopKey
+
+    alice_key, thief_key = demo_dpop_keys(stack)
+    bound = mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject="alice",
+        groups=["finance"],
+        scopes=["invoices:read"],
+        ttl=DEMO_TOKEN_TTL,
+        now=now,
+        extra_claims={"cnf": {"jkt": DpopKey.load(alice_key).jkt}},
+    )
     finance = mint(
         stack.keys,
         issuer=stack.issuer_url,
@@ -451,6 +481,25 @@ def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
             contractor,
             403,
             "denied_by_rule",
+        ),
+        DemoRequest(
+            "BOUND_TOKEN",
+            "allowed: alice's DPoP-bound token (cnf.jkt) with a proof from her key",
+            "GET",
+            "/invoices",
+            bound,
+            200,
+            dpop_key=alice_key,
+        ),
+        DemoRequest(
+            "BOUND_TOKEN",
+            "401: the same token replayed by someone else, with a proof from another key",
+            "GET",
+            "/invoices",
+            bound,
+            401,
+            "dpop_key_mismatch",
+            dpop_key=thief_key,
         ),
         *(
             []
@@ -517,8 +566,16 @@ def https_request(
 
 
 def send(stack: Stack, request: DemoRequest) -> Reply:
-    """Send a demo request through Envoy (the mTLS one for workload requests)."""
+    """Send a demo request through Envoy (the mTLS one for workload requests); a DPoP request
+    gets a fresh proof for this very request."""
     headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
+    if request.dpop_key is not None and request.token is not None:
+        from app.dev.dpop import DpopKey
+
+        proof = DpopKey.load(request.dpop_key).proof(
+            request.method, stack.envoy_url + request.path, access_token=request.token
+        )
+        headers = {"Authorization": f"DPoP {request.token}", "DPoP": proof}
     if request.workload and stack.pki is not None:
         return https_request(stack.ports.envoy_mtls, stack.pki, request.method, request.path)
     return http_request(stack.ports.envoy, request.method, request.path, headers)
@@ -539,9 +596,9 @@ def problems(request: DemoRequest, reply: Reply) -> list[str]:
         if not upstream_headers.get("x-auth-decision-id"):
             found.append("the upstream did not receive x-auth-decision-id")
     elif request.expect_status == 401 and not reply.headers.get("www-authenticate", "").startswith(
-        "Bearer "
+        ("Bearer ", "DPoP ")
     ):
-        found.append("no Bearer challenge in WWW-Authenticate")
+        found.append("no Bearer or DPoP challenge in WWW-Authenticate")
     reason = body.get("reason") if isinstance(body, dict) else None
     if request.expect_reason is not None and reason != request.expect_reason:
         found.append(f"reason {reason!r}, expected {request.expect_reason!r}")
@@ -559,7 +616,15 @@ def curl_command(stack: Stack, request: DemoRequest) -> str:
         parts += ["--key", str(pki.workload.key)]
         base = stack.envoy_mtls_url
     command = " ".join(shlex.quote(p) for p in parts)
-    if request.token is not None:
+    if request.token is not None and request.dpop_key is not None:
+        # A proof is single-use and lives a minute: the command makes a fresh one.
+        proof = (
+            f"ztauthz dev dpop-proof --key {shlex.quote(str(request.dpop_key))} "
+            f"--method {request.method} --url {shlex.quote(base + request.path)} "
+            f'--token "${request.name}"'
+        )
+        command += f' -H "Authorization: DPoP ${request.name}" -H "DPoP: $({proof})"'
+    elif request.token is not None:
         command += f' -H "Authorization: Bearer ${request.name}"'
     return f"{command} {shlex.quote(base + request.path)}"
 
@@ -688,8 +753,10 @@ DEVELOPMENT ONLY: the dev issuer signs with key files in {stack.workdir}/keys.
 Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
 """
     )
+    exported = set()
     for request in requests:
-        if request.token is not None:
+        if request.token is not None and request.name not in exported:
+            exported.add(request.name)
             print(f"export {request.name}={shlex.quote(request.token)}")
     print()
     for request in requests:

@@ -71,7 +71,7 @@ class KeyGenerations(Protocol):
 
 
 # The key type (and curves) each algorithm needs: RFC 7518 §3.3-3.5, RFC 8037 §3.1.
-_KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
+KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
     "ES256": ("EC", frozenset({"P-256"})),
     "ES384": ("EC", frozenset({"P-384"})),
@@ -79,7 +79,7 @@ _KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
 # JWK members that only private (or symmetric) keys have (RFC 7518 §6.2.2, §6.3.2, §6.4).
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MIN_DELAY = 0.01  # seconds between background fetches, whatever the configuration says
 
 
@@ -123,17 +123,17 @@ def _skip_reason(jwk: Any) -> str | None:
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return "key_ops lacks verify"
-    if _PRIVATE_MEMBERS & jwk.keys():
+    if PRIVATE_MEMBERS & jwk.keys():
         return "contains private key material"
     if not isinstance(jwk.get("kid", ""), str) or not isinstance(jwk.get("alg", ""), str):
         return "kid or alg is not a string"
     return None
 
 
-def _suits(jwk: dict[str, Any], alg: str) -> bool:
-    if alg not in _KEY_TYPES:
+def key_suits(jwk: dict[str, Any], alg: str) -> bool:
+    if alg not in KEY_TYPES:
         return False  # an algorithm we have no key-type rule for is never served
-    kty, curves = _KEY_TYPES[alg]
+    kty, curves = KEY_TYPES[alg]
     if jwk.get("kty") != kty:
         return False
     if curves is not None and jwk.get("crv") not in curves:
@@ -141,7 +141,7 @@ def _suits(jwk: dict[str, Any], alg: str) -> bool:
     return bool(jwk.get("alg", alg) == alg)
 
 
-def _bind(jwk: dict[str, Any], alg: str) -> jwt.PyJWK | None:
+def bind_key(jwk: dict[str, Any], alg: str) -> jwt.PyJWK | None:
     """A PyJWK that verifies with ``alg`` only, or None if the key is invalid or too weak."""
     try:
         key = jwt.PyJWK(jwk, algorithm=alg)
@@ -166,7 +166,7 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
     skipped = used = 0
     for jwk in document["keys"]:
         reason = _skip_reason(jwk)
-        bound = [] if reason else [(a, _bind(jwk, a)) for a in algorithms if _suits(jwk, a)]
+        bound = [] if reason else [(a, bind_key(jwk, a)) for a in algorithms if key_suits(jwk, a)]
         usable = [(alg, key) for alg, key in bound if key is not None]
         if not usable:
             skipped += 1

@@ -6,8 +6,10 @@ the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
   global order (file, document, rule), so results are deterministic.
 - A rule *applies* when all of its conditions hold, checked in this order: subject (with the
   groups and scopes of active grants added), ``time_window``, ``grant``, evidence (``device``,
-  ``location``, ``workload``; see app/policy/posture.py), ``when`` (CEL), ``auth`` (step-up).
-  ``anonymous`` allow rules have no subject, grant or auth condition.
+  ``location``, ``workload``; see app/policy/posture.py), ``when`` (CEL),
+  ``sender_constrained`` (the token is bound to a DPoP key or a client certificate; the
+  binding itself was enforced before policies), ``auth`` (step-up). ``anonymous`` allow rules
+  have no subject, grant, sender_constrained or auth condition.
 - A deny rule that applies beats every allow (``denied_by_rule``). A deny rule without subject
   applies to everyone, anonymous requests included. A deny rule whose ``when`` fails to
   evaluate denies too (``condition_error``), and so does one whose evidence is unknown while
@@ -20,7 +22,8 @@ the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
   ``subject:`` (``allowed``: the verified client certificate identifies the caller) can allow.
 - When nothing allows, the answer explains the nearest miss among the allow rules whose subject
   held, most useful first: ``condition_error`` (a ``when`` failed to evaluate),
-  ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
+  ``sender_constraint_required`` (the token is not bound as the rule requires: 401 with a
+  DPoP challenge), ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
   ``grant_inactive`` (the principal has that grant, but not now), ``grant_required``,
   ``outside_time_window``, the evidence reasons (``device_*``, location, network, ``workload_*``),
   ``condition_not_met``; otherwise ``no_matching_rule``, or ``token_missing`` without a
@@ -45,6 +48,7 @@ from app.evidence.model import (
     workload_variables,
 )
 from app.identity.claims import claim_at
+from app.identity.confirmation import bindings_of
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, build_context, evaluate_condition, principal_variables
 from app.policy.cel_engine import Context
@@ -102,6 +106,7 @@ class Verdict:
 # The nearest-miss reasons of allow rules, most useful first.
 _MISS_PRIORITY: tuple[Reason, ...] = (
     Reason.CONDITION_ERROR,
+    Reason.SENDER_CONSTRAINT_REQUIRED,
     Reason.INSUFFICIENT_USER_AUTHENTICATION,
     Reason.GRANT_INACTIVE,
     Reason.GRANT_REQUIRED,
@@ -303,6 +308,11 @@ def check_rule(rule: Rule, scope: Evaluation) -> Outcome:
             return _MISSES[Reason.CONDITION_NOT_MET]
     if unknown is not None:
         return Outcome(False, unknown, unknown=True)
+    # The loader refuses sender_constrained on anonymous rules: it needs a principal.
+    if rule.sender_constrained is not None and (
+        principal is None or rule.sender_constrained.isdisjoint(bindings_of(principal.claims))
+    ):
+        return _MISSES[Reason.SENDER_CONSTRAINT_REQUIRED]
     if rule.auth is not None:
         assert principal is not None  # the loader refuses auth on anonymous rules
         if not auth_holds(rule.auth, principal, scope.now):

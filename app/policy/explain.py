@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app.identity.confirmation import bindings_of
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, evaluate_condition
 from app.policy.evaluate import Evaluation, PolicyInput, Verdict, auth_holds, claim_holds, evaluate
@@ -158,6 +159,16 @@ def _condition_checks(rule: Rule, scope: Evaluation) -> list[Check]:
             checks.append(Check("when", ok, rule.when.source.strip()))
         except CelEvalError as exc:
             checks.append(Check("when", False, f"error: {exc}"))
+    if rule.sender_constrained is not None:
+        bound = frozenset() if principal is None else bindings_of(principal.claims)
+        checks.append(
+            Check(
+                "sender_constrained",
+                not rule.sender_constrained.isdisjoint(bound),
+                f"token bound by {_names(bound) if bound else 'nothing'}; "
+                f"rule accepts {_names(rule.sender_constrained)}",
+            )
+        )
     if rule.auth is not None and principal is not None:
         auth = rule.auth
         parts = []

@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from app.decision import ACR_VALUE
 from app.durations import parse_duration
+from app.identity.confirmation import BINDINGS
 from app.policy.cel import CelCompileError, CelCondition, compile_condition
 from app.policy.index import CompiledPolicies, compile_policies
 from app.policy.model import (
@@ -60,6 +61,13 @@ TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 DEFAULT_GRANT_MAX_DURATION = 8 * 3600.0
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _sender_constraint(value: str | None) -> frozenset[str] | None:
+    """``sender_constrained: dpop | mtls | any`` as the bindings it accepts (schema-checked)."""
+    if value is None:
+        return None
+    return BINDINGS if value == "any" else frozenset({value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +492,7 @@ class _Compiler:
                 "be anonymous; remove anonymous or workload"
             )
             self._error_at(doc, (*base, "anonymous"), message)
-        for key in ("auth", "grant"):
+        for key in ("auth", "grant", "sender_constrained"):
             if key in raw and effect == "deny":
                 message = f"only allow rules can have {key}: it decides who may be allowed"
                 self._error_at(doc, (*base, key), message)
@@ -517,6 +525,7 @@ class _Compiler:
                 auth=self._auth(doc, base, raw.get("auth")),
                 dry_run=dry_run,
                 evidence=self._evidence(doc, base, raw),
+                sender_constrained=_sender_constraint(raw.get("sender_constrained")),
             )
         )
 

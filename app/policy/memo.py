@@ -2,7 +2,8 @@
 
 A rule is *plain* (``Rule.plain``, derived once when the rule is built) when nothing but the
 request's method, host and path and the principal decides whether it applies: no time window,
-grant, CEL condition, step-up requirement or evidence condition. When every rule matching a request is plain, no grant could widen the
+grant, CEL condition, step-up requirement, evidence or sender-constraint condition. When every
+rule matching a request is plain, no grant could widen the
 principal's groups or scopes (grants come and go with the clock), there are no dry-run or
 candidate policies to shadow it, and no evidence source is configured, the decision is a
 function of (principal, method, host, path) for as long as these policies are loaded. The

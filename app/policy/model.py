@@ -143,9 +143,11 @@ class Rule:
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+    # sender_constrained: the token must be bound to one of these (dpop, mtls); allow rules only
+    sender_constrained: frozenset[str] | None = None
     # Derived once, here, and nowhere else: does nothing but the request line and the principal
-    # decide whether the rule applies (no time window, grant, CEL condition, step-up or
-    # evidence condition)? Evaluation takes its fast path on it, and the decision memo
+    # decide whether the rule applies (no time window, grant, CEL condition, step-up,
+    # evidence or sender-constraint condition)? Evaluation takes its fast path on it, and the decision memo
     # (app/policy/memo.py) remembers only decisions that plain rules made.
     plain: bool = field(init=False, compare=False, repr=False)
 
@@ -156,6 +158,8 @@ class Rule:
             and self.when is None
             and self.auth is None
             and self.evidence is None
+            # The token's binding (its cnf claim) decides: not a fact the memo keys on.
+            and self.sender_constrained is None
         )
         object.__setattr__(self, "plain", plain)
 
@@ -175,6 +179,7 @@ class Rule:
             or self.when is not None
             or self.auth is not None
             or self.evidence is not None
+            or self.sender_constrained is not None
         )
 
 

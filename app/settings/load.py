@@ -79,4 +79,21 @@ def load_settings(path: Path) -> Settings:
     if keys is not None and not keys.is_absolute():
         assertion = settings.assertion.model_copy(update={"keys": path.parent / keys})
         settings = settings.model_copy(update={"assertion": assertion})
+    nonce = settings.dpop.nonce
+    if nonce is not None and not nonce.secret_file.is_absolute():
+        located_nonce = nonce.model_copy(update={"secret_file": path.parent / nonce.secret_file})
+        dpop = settings.dpop.model_copy(update={"nonce": located_nonce})
+        settings = settings.model_copy(update={"dpop": dpop})
+    redis = settings.store.redis
+    if redis is not None:
+        # Files named by the store section are relative to the configuration file, too.
+        located_redis = redis.model_copy(
+            update={
+                name: path.parent / value
+                for name in ("password_file", "ca_file")
+                if (value := getattr(redis, name)) is not None and not value.is_absolute()
+            }
+        )
+        store = settings.store.model_copy(update={"redis": located_redis})
+        settings = settings.model_copy(update={"store": store})
     return settings

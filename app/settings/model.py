@@ -13,11 +13,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.settings.assertion import AssertionSettings
+from app.settings.dpop import DpopSettings
 from app.settings.evidence import EvidenceSettings
 from app.settings.issuers import Issuer, Token
 from app.settings.policy import GrantSettings, ReloadSettings
 from app.settings.response import Response
 from app.settings.server import Server
+from app.settings.store import StoreSettings
 from app.settings.telemetry import TelemetrySettings
 
 
@@ -41,6 +43,8 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     evidence: EvidenceSettings = EvidenceSettings()
     assertion: AssertionSettings = AssertionSettings()  # the signed identity assertion
+    store: StoreSettings = StoreSettings()
+    dpop: DpopSettings = DpopSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")

@@ -38,10 +38,17 @@ class Event(StrEnum):
     ASSERTION_KEYS_RELOADED = "assertion_keys_reloaded"
     ASSERTION_KEYS_REJECTED = "assertion_keys_rejected"
     ASSERTION_SIGNING_KEY_CHANGED = "assertion_signing_key_changed"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STORE_RECOVERED = "store_recovered"
 
 
 _WARNINGS = frozenset(
-    {Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED, Event.ASSERTION_KEYS_REJECTED}
+    {
+        Event.POLICIES_REJECTED,
+        Event.KEY_REFRESH_FAILED,
+        Event.ASSERTION_KEYS_REJECTED,
+        Event.STORE_UNAVAILABLE,
+    }
 )
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
@@ -54,6 +61,8 @@ _MESSAGES: Mapping[Event, str] = {
     Event.ASSERTION_KEYS_RELOADED: "assertion signing keys reloaded",
     Event.ASSERTION_KEYS_REJECTED: "assertion signing keys rejected; the keys in force stay",
     Event.ASSERTION_SIGNING_KEY_CHANGED: "assertion signing key changed",
+    Event.STORE_UNAVAILABLE: "shared store unavailable; checks that need it are refused",
+    Event.STORE_RECOVERED: "shared store available again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {

@@ -33,6 +33,8 @@ from app.telemetry.span_export import DROP_REASONS
 TRANSPORTS: Final = ("http", "grpc")
 OTHER: Final = "other"
 OUTCOMES: Final = ("success", "failure")
+# Shared-store operations whose failures are counted (app/store/health.py callers).
+STORE_OPERATIONS: Final = ("dpop_replay", "ping")
 # Sub-millisecond is the normal case (keys cached, CPU only); the tail shows up in the top buckets.
 DURATION_BUCKETS: Final = (
     0.0001,
@@ -156,6 +158,17 @@ def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
     return [entries, capacity, lookups, evictions]
 
 
+def _store_families(view: tuple[str, bool] | None) -> list[Metric]:
+    up = GaugeMetricFamily(
+        "ztauthz_store_up",
+        "1 when the shared store (DPoP replay cache, revocations) answers, else 0.",
+        labels=["backend"],
+    )
+    if view is not None:
+        up.add_metric([view[0]], 1 if view[1] else 0)
+    return [up]
+
+
 class CheckCounts:
     """Decisions by (reason, transport) and check durations by transport, counted with plain
     integers from the event loop that runs the checks, read at scrape time."""
@@ -255,6 +268,15 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.store_failures = Counter(
+            "ztauthz_store_failures",
+            "Shared-store operations that failed (the request needing them was refused), "
+            "by operation.",
+            ["operation"],
+            registry=r,
+        )
+        for operation in STORE_OPERATIONS:
+            self.store_failures.labels(operation)
         for issuer in issuers:
             for outcome in OUTCOMES:
                 self.jwks_refreshes.labels(issuer, outcome)
@@ -278,6 +300,10 @@ class Metrics:
     def watch_state(self, view: Callable[[], StateView]) -> None:
         """Expose the gauges computed from ``view`` (called at every scrape)."""
         self.registry.register(_ScrapeTimeCollector(view, _state_families))
+
+    def watch_store(self, view: Callable[[], tuple[str, bool]]) -> None:
+        """Expose ``ztauthz_store_up{backend}`` from ``view() -> (backend, up)``."""
+        self.registry.register(_ScrapeTimeCollector(view, _store_families))
 
     def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
         """Expose the verified-token cache's size and counters (``view`` at every scrape)."""

@@ -34,17 +34,26 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         state = runtime.state
-        keys_ready = runtime.is_ready()
+        ready = runtime.is_ready()
+        store = runtime.store_health.status()
         body = {
-            "status": "ready" if keys_ready else "not_ready",
-            "keys_loaded": keys_ready,
+            "status": "ready" if ready else "not_ready",
+            "keys_loaded": state.verifier.is_ready(runtime.now()),
+            # The shared store (DPoP replay cache): readiness fails once it has been down for
+            # store.unready_after; checks that need it are refused from the first failure.
+            "store": {
+                "backend": store.backend,
+                "up": store.up,
+                "down_since": store.down_since,
+                "error": store.last_error,
+            },
             "policies_loaded": True,
             "policy_version": state.policies.version,
             "rules": state.policies.rule_count,
             # Reload outcome: a rejected change shows here while the last good policies serve.
             "policy_reload": dict(runtime.reload_status),
         }
-        return JSONResponse(body, status_code=200 if keys_ready else 503)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(JWKS_PATH)
     async def jwks(request: Request) -> Response:

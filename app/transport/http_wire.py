@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from app.http_facts import METHOD_ORDER
+from app.http_facts import AUTHORIZATION, DPOP, METHOD_ORDER
 from app.request import RequestContext
 from app.transport.render import HEADERS_TO_REMOVE, Rendered, removed_value
 
@@ -43,16 +43,25 @@ def original_path(raw_path: bytes, query: bytes, path_prefix: str) -> str:
     return path[len(path_prefix) :] if path.startswith(path_prefix + "/") else ""
 
 
+JOINED = (AUTHORIZATION, DPOP)
+
+
 def request_context(
     method: str, raw_path: bytes, query: bytes, raw: RawHeaders, path_prefix: str
 ) -> RequestContext:
     """The RequestContext of a check request's head: its method, path and query (as sent) and
     headers. Header names are lower-cased; the last of repeated headers wins, except
-    ``host``, where the first counts."""
+    ``host``, where the first counts, and the credentials in ``JOINED``, whose repeats are
+    joined with ',' as Envoy joins them (two proofs or two tokens are refused, never one of
+    them picked)."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
     host = headers.get("host", "")
     if len(headers) < len(raw):  # a repeated header: the first Host counts
         host = next((v.decode("latin-1") for n, v in raw if n.lower() == b"host"), "")
+        for name in JOINED:
+            values = [v.decode("latin-1") for n, v in raw if n.decode("latin-1").lower() == name]
+            if len(values) > 1:
+                headers[name] = ",".join(values)
     return RequestContext(
         method=method.upper(),
         host=host,

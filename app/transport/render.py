@@ -16,6 +16,8 @@ from urllib.parse import quote
 import orjson
 
 from app.decision import ACR_VALUE, Decision
+from app.http_facts import DPOP_NONCE
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.reasons import Reason, describe
 from app.settings import ASSERTION_HEADER, Response
 
@@ -86,6 +88,9 @@ def _json(decision: Decision, settings: Response) -> bytes:
 
 
 def _challenge(decision: Decision, settings: Response) -> str:
+    dpop_error = CHALLENGE_ERRORS.get(decision.reason)
+    if dpop_error is not None:
+        return _dpop_challenge(decision, settings, dpop_error)
     realm = f'Bearer realm="{settings.realm}"'
     if decision.reason is Reason.TOKEN_MISSING:
         # RFC 6750 section 3.1: no error code when the request carried no credentials.
@@ -113,6 +118,19 @@ def _step_up_challenge(decision: Decision, realm: str) -> str:
     return ", ".join(parts)
 
 
+def _dpop_challenge(decision: Decision, settings: Response, error: str) -> str:
+    """RFC 9449 §7.1: the DPoP scheme's challenge, with the error code (invalid_dpop_proof,
+    use_dpop_nonce, invalid_token) and the proof algorithms accepted (``algs``)."""
+    parts = [
+        f'DPoP realm="{settings.realm}"',
+        f'error="{error}"',
+        f'error_description="{describe(decision.reason)}"',
+    ]
+    if decision.dpop is not None and decision.dpop.algs:
+        parts.append(f'algs="{" ".join(decision.dpop.algs)}"')
+    return ", ".join(parts)
+
+
 _REMOVED: dict[tuple[str, ...], bytes] = {}
 
 
@@ -137,6 +155,8 @@ def render(decision: Decision, settings: Response) -> Rendered:
     }
     if decision.status == 401:
         headers["www-authenticate"] = _challenge(decision, settings)
+        if decision.dpop is not None and decision.dpop.nonce is not None:
+            headers[DPOP_NONCE] = decision.dpop.nonce  # RFC 9449 §9
     return Rendered(decision.status, headers, _json(decision, settings))
 
 

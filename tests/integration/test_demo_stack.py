@@ -34,12 +34,18 @@ def test_dev_stack_check_passes_and_stops_everything(
         argv, capture_output=True, text=True, timeout=60, env=child_env, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo check: 4 of 4 requests as expected" in result.stdout
+    assert "demo check: 6 of 6 requests as expected" in result.stdout
     assert '"x-auth-subject": "alice"' in result.stdout
     assert '"reason":"token_missing"' in result.stdout
     assert '"reason":"denied_by_rule"' in result.stdout
     # The workload call over the mTLS listener: no token, the certificate's SPIFFE ID.
     assert '"x-auth-workload": "spiffe://example.org/ns/billing/sa/invoice-worker"' in result.stdout
+    # A DPoP-bound token: allowed with its key's proof, refused with another key's.
+    assert "[ok] allowed: alice's DPoP-bound token (cnf.jkt) with a proof from her key" in (
+        result.stdout
+    )
+    assert '"reason":"dpop_key_mismatch"' in result.stdout
+    assert 'WWW-Authenticate: DPoP realm="ztauthz", error="invalid_token"' in result.stdout
     logs = tmp_path / "dev" / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
         "device-issuer.log",

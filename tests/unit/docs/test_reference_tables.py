@@ -131,6 +131,7 @@ def exposed_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     metrics.watch_state(lambda: StateView("sha256:0", 1, {"https://idp.example.com": 1.0}))
     metrics.watch_token_cache(lambda: CacheStats(1, 10, 1, 1, 0))
     metrics.watch_assertions(lambda: (1, 1))
+    metrics.watch_store(lambda: ("memory", True))
     metrics.event(Event.CONFIG_LOADED.value)
     metrics.observe_check(Reason.ALLOWED, "http", 0.001)
     metrics.decision_log_dropped.inc()

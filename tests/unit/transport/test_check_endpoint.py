@@ -142,3 +142,15 @@ def test_request_context_maps_the_check_request() -> None:
     assert ctx.transport == "http"
     with pytest.raises(TypeError):
         ctx.headers["host"] = "evil"  # type: ignore[index]
+
+
+def test_repeated_credentials_are_joined_so_that_two_are_refused_not_one_picked() -> None:
+    ctx = request_context(
+        "GET",
+        b"/check/x",
+        b"",
+        [(b"DPoP", b"proof-1"), (b"dpop", b"proof-2"), (b"Authorization", b"DPoP t")],
+        "/check",
+    )
+    assert ctx.headers["dpop"] == "proof-1,proof-2"
+    assert ctx.headers["authorization"] == "DPoP t"
