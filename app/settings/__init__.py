@@ -1,7 +1,7 @@
 """Configuration: one YAML file, every key overridable by a ZTAUTHZ_* environment variable.
 
 One module per section (``server``, ``issuers``, ``response``, ``telemetry``, ``policy``,
-``evidence``), the whole in ``model``, reading and validating the file in ``load``. Validation
+``evidence``, ``store``), the whole in ``model``, reading and validating the file in ``load``. Validation
 happens once, at start: an invalid configuration never serves. The names below are the
 package's public surface.
 """
@@ -24,6 +24,7 @@ from app.settings.model import Settings
 from app.settings.policy import GrantSettings, ReloadSettings
 from app.settings.response import Response
 from app.settings.server import AdminListener, CheckListener, GrpcListener, Listener, Server
+from app.settings.store import MemoryStoreSettings, RedisStoreSettings, StoreSettings
 from app.settings.telemetry import DecisionLogSettings, TelemetrySettings
 
 __all__ = [
@@ -46,11 +47,14 @@ __all__ = [
     "Jwks",
     "Listener",
     "LocationSettings",
+    "MemoryStoreSettings",
     "Model",
+    "RedisStoreSettings",
     "ReloadSettings",
     "Response",
     "Server",
     "Settings",
+    "StoreSettings",
     "TelemetrySettings",
     "Token",
     "TokenClaimEvidence",

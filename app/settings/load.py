@@ -75,4 +75,16 @@ def load_settings(path: Path) -> Settings:
         located_geoip = geoip.model_copy(update={"path": path.parent / geoip.path})
         evidence = settings.evidence.model_copy(update={"geoip": located_geoip})
         settings = settings.model_copy(update={"evidence": evidence})
+    redis = settings.store.redis
+    if redis is not None:
+        # Files named by the store section are relative to the configuration file, too.
+        located_redis = redis.model_copy(
+            update={
+                name: path.parent / value
+                for name in ("password_file", "ca_file")
+                if (value := getattr(redis, name)) is not None and not value.is_absolute()
+            }
+        )
+        store = settings.store.model_copy(update={"redis": located_redis})
+        settings = settings.model_copy(update={"store": store})
     return settings

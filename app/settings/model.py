@@ -18,6 +18,7 @@ from app.settings.policy import GrantSettings, ReloadSettings
 from app.settings.response import Response
 from app.settings.server import Server
 from app.settings.signals import SignalsSettings
+from app.settings.store import StoreSettings
 from app.settings.telemetry import TelemetrySettings
 
 
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     evidence: EvidenceSettings = EvidenceSettings()
     signals: SignalsSettings = SignalsSettings()
+    store: StoreSettings = StoreSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("issuers")

@@ -25,6 +25,7 @@ from app.dev.keys import DevKeys
 from app.dev.procs import ProcessGroup
 from app.dev.stack import Ports, Stack, start_stack
 from app.dev.tokens import mint
+from tests.integration.redis_support import RedisServer, start_redis
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "ztauthz.yaml"
@@ -105,3 +106,13 @@ def token(stack: Stack) -> Callable[..., str]:
 def untrusted_keys() -> DevKeys:
     """Keys of an issuer ztauthz is not configured to trust."""
     return DevKeys.generate()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server on a loopback port for one test (stopped after it)."""
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.process.stop()
