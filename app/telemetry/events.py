@@ -35,9 +35,25 @@ class Event(StrEnum):
     KEY_REFRESH_FAILED = "key_refresh_failed"
     GRANT_ACTIVE = "grant_active"
     GRANT_EXPIRED = "grant_expired"
+    # continuous access evaluation (app/signals/)
+    SIGNAL_APPLIED = "signal_applied"
+    SIGNAL_REJECTED = "signal_rejected"
+    ACCESS_REVOKED = "access_revoked"
+    STREAM_VERIFIED = "stream_verified"
+    STREAM_UPDATED = "stream_updated"
+    SIGNALS_STORE_UNREACHABLE = "signals_store_unreachable"
+    SIGNALS_STORE_RECOVERED = "signals_store_recovered"
 
 
-_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED})
+_WARNINGS = frozenset(
+    {
+        Event.POLICIES_REJECTED,
+        Event.KEY_REFRESH_FAILED,
+        Event.SIGNAL_REJECTED,
+        Event.ACCESS_REVOKED,
+        Event.SIGNALS_STORE_UNREACHABLE,
+    }
+)
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
     Event.POLICIES_RELOADED: "policies reloaded",
@@ -46,6 +62,13 @@ _MESSAGES: Mapping[Event, str] = {
     Event.KEY_REFRESH_FAILED: "issuer key refresh failed; keeping the last good keys",
     Event.GRANT_ACTIVE: "access grant became active",
     Event.GRANT_EXPIRED: "access grant expired",
+    Event.SIGNAL_APPLIED: "security event applied",
+    Event.SIGNAL_REJECTED: "security event refused; nothing changed",
+    Event.ACCESS_REVOKED: "access revoked by an operator (kill switch)",
+    Event.STREAM_VERIFIED: "security event stream verified by its transmitter",
+    Event.STREAM_UPDATED: "security event stream status changed by its transmitter",
+    Event.SIGNALS_STORE_UNREACHABLE: "shared store unreachable; known revocations stay enforced",
+    Event.SIGNALS_STORE_RECOVERED: "shared store reachable again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {
