@@ -18,6 +18,7 @@ from app import heap
 from app.check import Checker
 from app.reload import reloading
 from app.settings import Settings
+from app.signals.receiver import create_receiver_app
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
@@ -137,6 +138,19 @@ async def serve(settings: Settings) -> None:
                 grace,
             )
         ]
+        receiver = settings.signals.receiver
+        if receiver.listener == "own" and settings.signals.transmitters:
+            # The SSF push receiver (RFC 8935) on a port of its own: the one port transmitters
+            # reach; the admin port (metrics, kill switch) stays internal.
+            servers.append(
+                _server(
+                    create_receiver_app(runtime.signals),
+                    receiver.host,
+                    receiver.port,
+                    settings.log_level,
+                    grace,
+                )
+            )
         if settings.server.check.enabled:
             check = create_check_app(checker)
             listener = settings.server.check

@@ -14,14 +14,20 @@ import httpx
 
 from app.evidence.gather import EvidenceGatherer, build_gatherer
 from app.identity.jwks import KeySource
+from app.identity.principal import Principal
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
 from app.policy.memo import DecisionMemo
 from app.settings import Settings
+from app.signals.records import Effect, Record
+from app.signals.service import Signals
+from app.signals.view import RevocationView, principal_keys
+from app.store.open import open_store
 from app.telemetry.events import Event
 from app.telemetry.hub import Telemetry
+from app.telemetry.signals import SignalMetrics
 
 log = logging.getLogger("ztauthz.state")
 
@@ -35,6 +41,9 @@ class RuntimeState:
     policies: CompiledPolicies
     candidate: CompiledPolicies | None = None  # evaluated beside the live policies, not enforced
     evidence: EvidenceGatherer | None = None  # None: no evidence source is configured
+    # What security events and operators revoked (app/signals/): one view for the runtime's
+    # life, shared by every state it swaps in.
+    revocations: RevocationView = field(default_factory=RevocationView)
     # Decisions of plain rules (app/policy/memo.py); a new state, a new memo.
     memo: DecisionMemo = field(default_factory=DecisionMemo, init=False, compare=False, repr=False)
 
@@ -75,6 +84,21 @@ class Runtime:
                 settings.issuers, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             )
         )
+        # Shared state (app/store/): the revocation view is fed from it.
+        self.store = open_store(settings.store)
+        metrics = self.telemetry.metrics
+        self.signals = Signals(
+            settings,
+            self.store,
+            self._client,
+            self.telemetry.events,
+            SignalMetrics(
+                metrics.registry, metrics.checks, [t.name for t in settings.signals.transmitters]
+            ),
+            clock,
+            on_refresh=self.telemetry.jwks_refreshed,
+        )
+        self.signals.invalidate = self._forget
         self.state = RuntimeState(
             settings=settings,
             verifier=TokenVerifier(
@@ -88,6 +112,7 @@ class Runtime:
             evidence=build_gatherer(
                 settings, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             ),
+            revocations=self.signals.view,
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
         token_cache = self.state.verifier.cache
@@ -104,7 +129,21 @@ class Runtime:
             return self.state
 
     def is_ready(self) -> bool:
-        return self.state.verifier.is_ready(self._clock())
+        return self.state.verifier.is_ready(self._clock()) and self.signals.ready()
+
+    def _forget(self, record: Record) -> None:
+        """Drop what caches could hold an allow for ``record``'s subject or session (the next
+        check asks the view first anyway; nothing stale is kept past an event)."""
+        if record.effect is Effect.DEVICE:
+            return  # neither cache holds device evidence
+        state = self.state
+
+        def match(principal: Principal) -> bool:
+            return record.key in principal_keys(principal)
+
+        if state.verifier.cache is not None:
+            state.verifier.cache.discard(match)
+        state.memo.discard(match)
 
     def now(self) -> float:
         return self._clock()
@@ -115,6 +154,7 @@ class Runtime:
             await source.start()
         if self.state.evidence is not None:
             await self.state.evidence.start()
+        await self.signals.start()
         self.telemetry.events.emit(
             Event.CONFIG_LOADED,
             policy_version=self._policies.version,
@@ -133,5 +173,6 @@ class Runtime:
             await source.aclose()
         if self.state.evidence is not None:
             await self.state.evidence.aclose()
+        await self.signals.aclose()  # closes the store too
         await self._client.aclose()
         self.telemetry.close()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.durations import Duration
 from app.settings.signals import Secret
-from app.signals.receiver import SecretUnavailable, bearer_matches, read_secret
+from app.signals.credentials import SecretUnavailable, bearer_matches, read_secret
 from app.signals.service import Revocation, RevokeError, Signals
 
 log = logging.getLogger("ztauthz.signals")

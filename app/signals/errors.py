@@ -34,3 +34,11 @@ class SetError(Exception):
 class SetUnavailable(Exception):
     """The SET cannot be decided now (no transmitter keys, the shared store is unreachable):
     answered 503 so that the transmitter delivers it again later."""
+
+
+class DuplicateSet(SetError):
+    """A SET whose ``jti`` was received before: refused on push (``invalid_request``),
+    acknowledged on poll (its first delivery was applied)."""
+
+    def __init__(self) -> None:
+        super().__init__(SetErrorCode.INVALID_REQUEST, "this SET (jti) was received before")

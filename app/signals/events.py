@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
@@ -27,6 +27,7 @@ SSF: Final = "https://schemas.openid.net/secevent/ssf/event-type/"
 
 _MAX_CLAIMS = 64  # members of a token-claims-change ``claims`` object
 _MAX_EPOCH = 2**53
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
 
 class EventError(ValueError):
@@ -98,7 +99,7 @@ class Event:
     previous_level: str | None = None
     change_direction: str | None = None
     # token-claims-change
-    claims: Mapping[str, Any] = MappingProxyType({})
+    claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
     # verification / stream-updated
     state: str | None = None
     status: str | None = None

@@ -33,7 +33,7 @@ from opentelemetry import trace
 from app.identity.jwks import JwksCache
 from app.settings.signals import Transmitter
 from app.signals.effects import Scope, records_for
-from app.signals.errors import SetError, SetErrorCode, SetUnavailable
+from app.signals.errors import DuplicateSet, SetError, SetErrorCode, SetUnavailable
 from app.signals.events import EventType
 from app.signals.records import Record
 from app.signals.set_token import VerifiedSet, verify_set
@@ -138,7 +138,7 @@ class Intake:
             await self._feed.publish(records)
             raise SetUnavailable(f"the shared store is unreachable ({exc})") from None
         if not fresh:
-            raise SetError(SetErrorCode.INVALID_REQUEST, "this SET (jti) was received before")
+            raise DuplicateSet()
         applied = self._apply(records, verified, name)
         self._notes(verified, name)
         shared = await self._feed.publish(records)

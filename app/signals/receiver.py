@@ -15,44 +15,18 @@ Per request, in order (nothing changes before the last step succeeds):
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.settings.signals import Secret
+from app.signals.credentials import SecretUnavailable, bearer_matches, read_secret
 from app.signals.errors import SetError, SetErrorCode, SetUnavailable
 from app.signals.service import Signals
 
 log = logging.getLogger("ztauthz.signals")
 SET_MEDIA_TYPE = "application/secevent+jwt"
 RETRY_AFTER_SECONDS = 5
-
-
-class SecretUnavailable(Exception):
-    """A token file could not be read (a deployment problem, answered 503)."""
-
-
-def read_secret(secret: Secret) -> bytes:
-    if secret.token is not None:
-        return secret.token.get_secret_value().encode()
-    assert secret.token_file is not None
-    try:
-        value = secret.token_file.read_bytes().strip()
-    except OSError as exc:
-        raise SecretUnavailable(f"cannot read {secret.token_file}: {exc.strerror}") from None
-    if len(value) < 16:
-        raise SecretUnavailable(f"{secret.token_file} holds no token of 16 characters or more")
-    return value
-
-
-def bearer_matches(header: str | None, expected: bytes) -> bool:
-    """``Authorization: Bearer <expected>``, compared in constant time."""
-    scheme, _, presented = (header or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(presented.strip().encode(), expected)
 
 
 def refusal(code: SetErrorCode, description: str) -> JSONResponse:

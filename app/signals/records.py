@@ -78,7 +78,7 @@ class Record:
     also: tuple[tuple[str, ...], ...] = ()  # each group: one of these keys must match too
     reason: Reason | None = None  # REVOKE and not-compliant DEVICE records: the refusal
     compliant: bool | None = None  # DEVICE
-    details: Mapping[str, Any] = field(default=_EMPTY)  # ASSURANCE levels, CLAIMS values
+    details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)  # ASSURANCE, CLAIMS
 
     @property
     def store_key(self) -> str:

@@ -28,6 +28,7 @@ from app.signals.effects import Scope
 from app.signals.events import EventType
 from app.signals.intake import Intake, Stream
 from app.signals.keys import transmitter_keys
+from app.signals.poll import Poller
 from app.signals.records import Effect, Record
 from app.signals.sync import StoreFeed
 from app.signals.view import RevocationView
@@ -116,6 +117,11 @@ class Signals:
             streams[transmitter.name] = Stream(transmitter, keys, scope)
         self.streams: Mapping[str, Stream] = streams
         self.intake = Intake(streams, self.feed, clock, self._applied, events, metrics)
+        self.pollers = [
+            Poller(t.name, t.poll, self.intake, client)
+            for t in config.transmitters
+            if t.poll is not None
+        ]
         metrics.watch(lambda: SignalsView(self.feed.up, len(self.view), self.feed.pending))
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -124,8 +130,12 @@ class Signals:
         for stream in self.streams.values():
             await stream.keys.start()
         await self.feed.start()
+        for poller in self.pollers:
+            await poller.start()
 
     async def aclose(self) -> None:
+        for poller in self.pollers:
+            await poller.aclose()
         await self.feed.aclose()
         for stream in self.streams.values():
             await stream.keys.aclose()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -52,7 +52,7 @@ class PrincipalSignals:
 
     refusal: Reason | None = None
     principal: Principal | None = None  # replaced when an assurance decrease voids auth claims
-    variables: Mapping[str, Any] = _EMPTY  # the CEL ``signals`` variable
+    variables: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)  # CEL ``signals``
     record: Record | None = None  # the record that refused (telemetry)
 
 
