@@ -166,8 +166,8 @@ def start_fleet(
 
     issuer = process(
         "issuer",
-        [*ztauthz, "dev", "issuer", "--keys", str(keys_dir), "--host", LOOPBACK]
-        + ["--port", str(issuer_port)],
+        [*ztauthz, "dev", "issuer", "--keys", str(keys_dir)]
+        + ["--host", LOOPBACK, "--port", str(issuer_port)],
         f"{issuer_url}/.well-known/openid-configuration",
     )
     upstream = process(

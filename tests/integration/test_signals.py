@@ -23,9 +23,7 @@ from app.dev.tokens import forge_alg_none
 from app.dev.transmitter import (
     SESSION_REVOKED,
     device_compliance_change,
-    push,
     session_revoked,
-    sign_set,
     subject,
 )
 from tests.integration.signals_support import RECEIVER_AUDIENCE, Fleet, start_fleet
@@ -280,8 +278,8 @@ def test_the_kill_switch_through_the_cli(fleet: Fleet, child_env: dict[str, str]
     # recorded in the decision log (stdout) and as an event (stderr): both in the process log
     log = Path(fleet.processes["ztauthz-0"].log_path).read_text(encoding="utf-8")
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    assert any(l.get("kind") == "revocation" and l.get("action") == action for l in lines)
-    assert any(l.get("event") == "access_revoked" and l.get("action") == action for l in lines)
+    assert any(x.get("kind") == "revocation" and x.get("action") == action for x in lines)
+    assert any(x.get("event") == "access_revoked" and x.get("action") == action for x in lines)
 
 
 def test_signal_metrics(fleet: Fleet) -> None:
