@@ -164,10 +164,11 @@ def start_fleet(
         processes[name] = made
         return made
 
+    issuer_argv = [*ztauthz, "dev", "issuer", "--keys", str(keys_dir), "--host", LOOPBACK]
+    issuer_argv += ["--port", str(issuer_port)]
     issuer = process(
         "issuer",
-        [*ztauthz, "dev", "issuer", "--keys", str(keys_dir)]
-        + ["--host", LOOPBACK, "--port", str(issuer_port)],
+        issuer_argv,
         f"{issuer_url}/.well-known/openid-configuration",
     )
     upstream = process(
