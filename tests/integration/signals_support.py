@@ -28,6 +28,9 @@ RECEIVER_AUDIENCE = "urn:ztauthz:ssf-receiver"
 STREAM = "idp"
 HERE = Path(__file__).resolve().parent
 POLICIES = HERE / "policies"
+# One client, kept: a new httpx client per request builds an SSL context each time (tens of
+# milliseconds on a loaded machine), which would blur what the propagation test measures.
+CLIENT = httpx.Client(timeout=10, trust_env=False)
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,10 @@ class Replica:
         sent = dict(headers)
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
-        return httpx.get(f"http://{LOOPBACK}:{self.envoy_port}{path}", headers=sent, timeout=10)
+        return CLIENT.get(f"http://{LOOPBACK}:{self.envoy_port}{path}", headers=sent)
 
     def readyz(self) -> httpx.Response:
-        return httpx.get(self.admin_url + "/readyz", timeout=5)
+        return CLIENT.get(self.admin_url + "/readyz")
 
 
 @dataclass(frozen=True)
