@@ -12,6 +12,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,14 @@ def refused(replica: Replica, token: str, status: int = 401) -> bool:
     return replica.get("/invoices", token).status_code == status
 
 
+def allowed(replica: Replica, token: str) -> bool:
+    return replica.get("/invoices", token).status_code == 200
+
+
+def ready_is(replica: Replica, status: int) -> bool:
+    return replica.readyz().status_code == status
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -142,7 +151,7 @@ def test_device_compliance_reaches_every_replica(fleet: Fleet) -> None:
     )
     assert push(fleet, fleet.replicas[1], change).status_code == 202
     for replica in fleet.replicas:
-        assert wait_for(lambda r=replica: refused(r, token, 403), STATED_BOUND) is not None
+        assert wait_for(partial(refused, replica, token, 403), STATED_BOUND) is not None
         assert replica.get("/invoices", token).json()["reason"] == "device_noncompliant"
     back = device_compliance_change(
         fleet.keys,
@@ -154,7 +163,7 @@ def test_device_compliance_reaches_every_replica(fleet: Fleet) -> None:
     )
     assert push(fleet, fleet.replicas[2], back).status_code == 202
     for replica in fleet.replicas:
-        ok = wait_for(lambda r=replica: r.get("/invoices", token).status_code == 200, STATED_BOUND)
+        ok = wait_for(partial(allowed, replica, token), STATED_BOUND)
         assert ok is not None
 
 
@@ -163,7 +172,7 @@ def test_killing_redis_loses_no_applied_revocation(fleet: Fleet, redis_shared: R
     applied_token = fleet.token(applied_user)
     assert revoke_user(fleet, fleet.replicas[0], applied_user).status_code == 202
     for replica in fleet.replicas:
-        assert wait_for(lambda r=replica: refused(r, applied_token), STATED_BOUND) is not None
+        assert wait_for(partial(refused, replica, applied_token), STATED_BOUND) is not None
     redis_shared.kill()
     try:
         # Every replica goes on refusing what it knew.
@@ -186,7 +195,7 @@ def test_killing_redis_loses_no_applied_revocation(fleet: Fleet, redis_shared: R
         assert refused(fleet.replicas[2], late_token)
         # After the grace (3 s in this configuration), every replica reports not ready.
         for replica in fleet.replicas:
-            assert wait_for(lambda r=replica: r.readyz().status_code == 503, 15, 0.2) is not None
+            assert wait_for(partial(ready_is, replica, 503), 15, 0.2) is not None
             status = replica.readyz().json()["signals"]
             assert status["store_up"] is False and status["ready"] is False
             assert refused(replica, applied_token)
@@ -200,8 +209,8 @@ def test_killing_redis_loses_no_applied_revocation(fleet: Fleet, redis_shared: R
     # Redis is back (empty: a fresh server): ready again, the pending record written, and the
     # replicas that missed it learn it; the transmitter's redelivery is accepted.
     for replica in fleet.replicas:
-        assert wait_for(lambda r=replica: r.readyz().status_code == 200, 20, 0.2) is not None
+        assert wait_for(partial(ready_is, replica, 200), 20, 0.2) is not None
     for replica in fleet.replicas:
-        assert wait_for(lambda r=replica: refused(r, late_token), 15, 0.05) is not None
+        assert wait_for(partial(refused, replica, late_token), 15, 0.05) is not None
         assert refused(replica, applied_token)
     assert push(fleet, fleet.replicas[0], late).status_code == 202
