@@ -71,6 +71,33 @@ def bound_issuers(transmitter: Transmitter, issuers: Sequence[Issuer]) -> tuple[
     return tuple(named)
 
 
+OPERATOR = "operator"  # the event type of the kill switch's records
+
+
+def operator_record(
+    effect: Effect,
+    key: str,
+    action: str,
+    now: float,
+    until: float,
+    also: tuple[tuple[str, ...], ...] = (),
+) -> Record:
+    device = effect is Effect.DEVICE
+    return Record(
+        effect=effect,
+        key=key,
+        at=now,
+        until=until,
+        event=OPERATOR,
+        origin="admin",
+        id=action,
+        written=now,
+        also=also,
+        reason=Reason.DEVICE_REVOKED if device else Reason.ACCESS_REVOKED,
+        compliant=False if device else None,
+    )
+
+
 class Signals:
     def __init__(
         self,
@@ -208,34 +235,19 @@ class Signals:
         action = "op-" + secrets.token_hex(8)
         issuers = [issuer] if issuer is not None else list(self._issuers)
         lifetime = token_lifetime([self._issuers[i] for i in issuers])
-        common = {"at": now, "event": "operator", "origin": "admin", "id": action, "written": now}
         records: list[Record] = []
         if subject is not None or session is not None:
             prefix, value = ("s", session) if session is not None else ("u", subject)
             also = (tuple(f"u|{i}|{subject}" for i in issuers),) if session and subject else ()
             records += [
-                Record(
-                    effect=Effect.REVOKE,
-                    key=f"{prefix}|{i}|{value}",
-                    until=now + lifetime,
-                    reason=Reason.ACCESS_REVOKED,
-                    also=also,
-                    **common,  # type: ignore[arg-type]
+                operator_record(
+                    Effect.REVOKE, f"{prefix}|{i}|{value}", action, now, now + lifetime, also
                 )
                 for i in issuers
             ]
         if device is not None:
             ttl = (duration or self.settings.device_state_ttl).total_seconds()
-            records.append(
-                Record(
-                    effect=Effect.DEVICE,
-                    key=f"d|{device}",
-                    until=now + ttl,
-                    reason=Reason.DEVICE_REVOKED,
-                    compliant=False,
-                    **common,  # type: ignore[arg-type]
-                )
-            )
+            records.append(operator_record(Effect.DEVICE, f"d|{device}", action, now, now + ttl))
         for record in records:
             if self.view.apply(record, now):
                 self._applied(record, False)
