@@ -16,6 +16,7 @@ from app import heap
 from app.check import Checker
 from app.reload import reloading
 from app.settings import Settings
+from app.signals.receiver import create_receiver_app
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
@@ -90,6 +91,19 @@ async def serve(settings: Settings) -> None:
                 grace,
             )
         ]
+        receiver = settings.signals.receiver
+        if receiver.listener == "own" and settings.signals.transmitters:
+            # The SSF push receiver (RFC 8935) on a port of its own: the one port transmitters
+            # reach; the admin port (metrics, kill switch) stays internal.
+            configs.append(
+                listener_config(
+                    create_receiver_app(runtime.signals),
+                    receiver.host,
+                    receiver.port,
+                    settings.log_level,
+                    grace,
+                )
+            )
         if settings.server.check.enabled:
             configs.append(check_config(checker, settings.log_level, grace))
         servers = [ListenerServer(config) for config in configs]

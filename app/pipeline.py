@@ -21,7 +21,14 @@ from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason
 from app.request import RequestContext
 from app.state import RuntimeState
-from app.telemetry.tracing import EVALUATE_SPAN, EVIDENCE_SPAN, NO_STEPS, VERIFY_SPAN, Steps
+from app.telemetry.tracing import (
+    EVALUATE_SPAN,
+    EVIDENCE_SPAN,
+    NO_STEPS,
+    SIGNALS_SPAN,
+    VERIFY_SPAN,
+    Steps,
+)
 
 log = logging.getLogger("ztauthz.pipeline")
 
@@ -79,9 +86,42 @@ async def authorize(
             with steps.span(EVIDENCE_SPAN):
                 evidence = await state.evidence.gather(ctx, principal, now)
                 request = with_evidence(request, evidence, now)
+        # What security events and operators said since (app/signals/view.py): before any
+        # remembered decision, on every check. An empty view costs one truth test.
+        revocations = state.revocations
+        signalled = False
+        if revocations:
+            with steps.span(SIGNALS_SPAN) as span:
+                device = None if evidence is None or evidence.device is None else evidence.device
+                if principal is not None:
+                    said = revocations.check_principal(
+                        principal, now, None if device is None else device.id
+                    )
+                    if said.refusal is not None:
+                        span.set_attribute("ztauthz.reason", said.refusal.value)
+                        return Decision(
+                            False, said.refusal, decision_id, version, principal=principal
+                        )
+                    if said.principal is not None:
+                        principal, signalled = said.principal, True
+                        request = dataclasses.replace(request, signals=said.variables)
+                if device is not None:
+                    refused = revocations.check_device(device.id, principal, now)
+                    if refused is not None:
+                        span.set_attribute("ztauthz.reason", refused[0].value)
+                        return Decision(
+                            False,
+                            refused[0],
+                            decision_id,
+                            version,
+                            principal=principal,
+                            evidence=evidence,
+                        )
         # Plain rules decide the same for the same principal and request line (the memo's
-        # module says when); shadow policies and evidence make every check its own.
-        remember = principal is not None and evidence is None and state.candidate is None
+        # module says when); shadow policies, evidence and signals make every check its own.
+        remember = (
+            principal is not None and evidence is None and state.candidate is None and not signalled
+        )
         with steps.span(EVALUATE_SPAN):
             if remember:
                 assert principal is not None

@@ -52,6 +52,13 @@ class Reason(StrEnum):
     TOKEN_BINDING_UNSUPPORTED = "token_binding_unsupported"
     TOKEN_CERTIFICATE_MISMATCH = "token_certificate_mismatch"
     SENDER_CONSTRAINT_REQUIRED = "sender_constraint_required"
+    # 401: the token is valid, but a security event or an operator ended what it stands for
+    # (continuous access evaluation, app/signals/): the client must authenticate again
+    SESSION_REVOKED = "session_revoked"
+    ACCOUNT_DISABLED = "account_disabled"
+    CREDENTIAL_CHANGED = "credential_changed"
+    CREDENTIAL_CHANGE_REQUIRED = "credential_change_required"
+    ACCESS_REVOKED = "access_revoked"
     # 401 with an RFC 9470 step-up challenge: the identity is fine, its authentication too weak
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
     # 403: identity known (or explicitly not needed) but not permitted
@@ -69,6 +76,7 @@ class Reason(StrEnum):
     DEVICE_UNBOUND = "device_unbound"
     DEVICE_STALE = "device_stale"
     DEVICE_NONCOMPLIANT = "device_noncompliant"
+    DEVICE_REVOKED = "device_revoked"
     CLIENT_IP_UNKNOWN = "client_ip_unknown"
     COUNTRY_UNKNOWN = "country_unknown"
     LOCATION_DENIED = "location_denied"
@@ -90,6 +98,11 @@ _STATUS: dict[Reason, int] = {
     Reason.NO_MATCHING_RULE: 403,
     Reason.DENIED_BY_RULE: 403,
     Reason.INSUFFICIENT_USER_AUTHENTICATION: 401,
+    Reason.SESSION_REVOKED: 401,
+    Reason.ACCOUNT_DISABLED: 401,
+    Reason.CREDENTIAL_CHANGED: 401,
+    Reason.CREDENTIAL_CHANGE_REQUIRED: 401,
+    Reason.ACCESS_REVOKED: 401,
     Reason.GRANT_REQUIRED: 403,
     Reason.GRANT_INACTIVE: 403,
     Reason.OUTSIDE_TIME_WINDOW: 403,
@@ -100,6 +113,7 @@ _STATUS: dict[Reason, int] = {
     Reason.DEVICE_UNBOUND: 403,
     Reason.DEVICE_STALE: 403,
     Reason.DEVICE_NONCOMPLIANT: 403,
+    Reason.DEVICE_REVOKED: 403,
     Reason.CLIENT_IP_UNKNOWN: 403,
     Reason.COUNTRY_UNKNOWN: 403,
     Reason.LOCATION_DENIED: 403,
@@ -152,6 +166,11 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.NO_MATCHING_RULE: "no policy rule allows this request",
     Reason.DENIED_BY_RULE: "a policy rule denies this request",
     Reason.INSUFFICIENT_USER_AUTHENTICATION: "a stronger or more recent authentication is required",
+    Reason.SESSION_REVOKED: "the session was revoked; sign in again",
+    Reason.ACCOUNT_DISABLED: "the account is disabled",
+    Reason.CREDENTIAL_CHANGED: "the account's credentials changed; sign in again",
+    Reason.CREDENTIAL_CHANGE_REQUIRED: "the account's credentials must be changed; sign in again",
+    Reason.ACCESS_REVOKED: "access was revoked; sign in again",
     Reason.GRANT_REQUIRED: "this request needs an approved access grant",
     Reason.GRANT_INACTIVE: "the access grant is not valid at this time",
     Reason.OUTSIDE_TIME_WINDOW: "this request is not allowed at this time",
@@ -162,6 +181,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.DEVICE_UNBOUND: "the device token is not bound to the identity token",
     Reason.DEVICE_STALE: "the device evidence is too old",
     Reason.DEVICE_NONCOMPLIANT: "the device does not meet the required posture",
+    Reason.DEVICE_REVOKED: "access from this device was revoked",
     Reason.CLIENT_IP_UNKNOWN: "the client address cannot be determined",
     Reason.COUNTRY_UNKNOWN: "the country of the request cannot be determined",
     Reason.LOCATION_DENIED: "requests from this location are not allowed",

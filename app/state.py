@@ -18,18 +18,23 @@ from app.identity.binding import SenderBinding
 from app.identity.dpop import ProofRules
 from app.identity.dpop_nonce import NonceIssuer
 from app.identity.jwks import KeySource
+from app.identity.principal import Principal
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
 from app.policy.memo import DecisionMemo
 from app.settings import Settings
+from app.signals.records import Effect, Record
+from app.signals.service import Signals
+from app.signals.view import RevocationView, principal_keys
 from app.store import SharedStore
 from app.store.health import StoreHealth
 from app.store.memory import MemoryStore
 from app.store.open import open_store
 from app.telemetry.events import Event
 from app.telemetry.hub import Telemetry
+from app.telemetry.signals import SignalMetrics
 
 log = logging.getLogger("ztauthz.state")
 
@@ -77,6 +82,9 @@ class RuntimeState:
     evidence: EvidenceGatherer | None = None  # None: no evidence source is configured
     # Enforces cnf (DPoP proofs, certificate-bound tokens) on every token that carries it.
     binding: SenderBinding = field(default_factory=_standalone_binding, compare=False, repr=False)
+    # What security events and operators revoked (app/signals/): one view for the runtime's
+    # life, shared by every state it swaps in.
+    revocations: RevocationView = field(default_factory=RevocationView)
     # Decisions of plain rules (app/policy/memo.py); a new state, a new memo.
     memo: DecisionMemo = field(default_factory=DecisionMemo, init=False, compare=False, repr=False)
 
@@ -141,6 +149,19 @@ class Runtime:
                 settings.issuers, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             )
         )
+        # Continuous access evaluation (app/signals/): the revocation view, fed from the store.
+        self.signals = Signals(
+            settings,
+            self.store,
+            self._client,
+            self.telemetry.events,
+            SignalMetrics(
+                metrics.registry, metrics.checks, [t.name for t in settings.signals.transmitters]
+            ),
+            clock,
+            on_refresh=self.telemetry.jwks_refreshed,
+        )
+        self.signals.invalidate = self._forget
         self.state = RuntimeState(
             settings=settings,
             verifier=TokenVerifier(
@@ -155,6 +176,7 @@ class Runtime:
                 settings, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             ),
             binding=build_binding(settings, self.store, self.store_health),
+            revocations=self.signals.view,
         )
         self.telemetry.watch(lambda: self.state.policies, clock)
         if self.assertions is not None:
@@ -175,7 +197,25 @@ class Runtime:
 
     def is_ready(self) -> bool:
         now = self._clock()
-        return self.state.verifier.is_ready(now) and self.store_health.ready(now)
+        return (
+            self.state.verifier.is_ready(now)
+            and self.store_health.ready(now)
+            and self.signals.ready()
+        )
+
+    def _forget(self, record: Record) -> None:
+        """Drop what caches could hold an allow for ``record``'s subject or session (the next
+        check asks the view first anyway; nothing stale is kept past an event)."""
+        if record.effect is Effect.DEVICE:
+            return  # neither cache holds device evidence
+        state = self.state
+
+        def match(principal: Principal) -> bool:
+            return record.key in principal_keys(principal)
+
+        if state.verifier.cache is not None:
+            state.verifier.cache.discard(match)
+        state.memo.discard(match)
 
     def now(self) -> float:
         return self._clock()
@@ -189,6 +229,7 @@ class Runtime:
             await self.state.evidence.start()
         if self.assertions is not None:
             await self.assertions.start()
+        await self.signals.start()
         self.telemetry.events.emit(
             Event.CONFIG_LOADED,
             policy_version=self._policies.version,
@@ -209,6 +250,7 @@ class Runtime:
             await self.state.evidence.aclose()
         if self.assertions is not None:
             await self.assertions.aclose()
+        await self.signals.aclose()
         await self._client.aclose()
         await self.store_health.aclose()
         await self.store.aclose()

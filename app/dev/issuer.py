@@ -26,6 +26,7 @@ from app.dev.keys import ALGORITHMS, DevKeys
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks.json"
+SSF_PATH = "/.well-known/ssf-configuration"  # the dev issuer is also the dev SSF transmitter
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
 
@@ -46,6 +47,17 @@ def discovery_document(issuer_url: str) -> dict[str, Any]:
     }
 
 
+def ssf_configuration(issuer_url: str) -> dict[str, Any]:
+    """The SSF transmitter configuration metadata (SSF 1.0 §7.1) of ``ztauthz dev signal``,
+    which signs its SETs with the same dev keys (as an IdP transmitting CAEP events does)."""
+    return {
+        "spec_version": "1_0",
+        "issuer": issuer_url,
+        "jwks_uri": issuer_url.rstrip("/") + JWKS_PATH,
+        "delivery_methods_supported": ["urn:ietf:rfc:8935"],
+    }
+
+
 def check_issuer_url(issuer_url: str) -> str:
     """An issuer URL is http(s) with a host and no query or fragment (OIDC Discovery 4.3)."""
     parts = urlsplit(issuer_url)
@@ -60,7 +72,11 @@ def create_issuer_app(keys: DevKeys, issuer_url: str) -> Starlette:
     """The issuer's ASGI app; the documents are built once (the keys never change)."""
     prefix = urlsplit(check_issuer_url(issuer_url)).path.rstrip("/")
     discovery = discovery_document(issuer_url)
+    ssf = ssf_configuration(issuer_url)
     jwks = keys.jwks()
+
+    async def ssf_metadata(_: Request) -> JSONResponse:
+        return JSONResponse(ssf)
 
     async def openid_configuration(_: Request) -> JSONResponse:
         return JSONResponse(discovery)
@@ -72,6 +88,8 @@ def create_issuer_app(keys: DevKeys, issuer_url: str) -> Starlette:
         routes=[
             Route(prefix + DISCOVERY_PATH, openid_configuration, methods=["GET"]),
             Route(prefix + JWKS_PATH, jwks_json, methods=["GET"]),
+            # SSF 1.0 §7.2.1: the well-known path goes between the host and the issuer's path
+            Route(SSF_PATH + prefix, ssf_metadata, methods=["GET"]),
         ]
     )
 

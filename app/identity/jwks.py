@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,7 +36,7 @@ import jwt
 from app.identity.discovery import KeyFetchError, fetch_json, fetch_jwks_uri, safe_url
 from app.identity.errors import TokenError
 from app.reasons import Reason
-from app.settings import Issuer
+from app.settings import Jwks
 
 logger = logging.getLogger("ztauthz.identity")
 
@@ -59,6 +59,24 @@ class KeySource(Protocol):
         Raises TokenError(TOKEN_KEY_UNKNOWN) when no key matches and TokenError(KEYS_UNAVAILABLE)
         when there are no usable keys at all.
         """
+
+
+class KeyOrigin(Protocol):
+    """Whose keys a JwksCache holds: a token issuer (app/settings/issuers.py ``Issuer``) or a
+    security event transmitter (app/settings/signals.py ``Transmitter``)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def jwks_uri(self) -> str | None: ...
+    @property
+    def algorithms(self) -> Sequence[str]: ...
+    @property
+    def jwks(self) -> Jwks: ...
+
+
+# Finds the JWKS URL when none is pinned: (client, timeout, max bytes) -> URL.
+JwksLocator = Callable[[httpx.AsyncClient, float, int], Awaitable[str]]
 
 
 @runtime_checkable
@@ -226,18 +244,24 @@ def backoff_delay(failures: int, base: float, cap: float) -> float:
 
 
 class JwksCache:
-    """The ``KeySource`` of one issuer: discovery, then its JWKS, cached and refreshed."""
+    """The ``KeySource`` of one issuer: discovery, then its JWKS, cached and refreshed.
+
+    ``locate`` finds the JWKS URL when the origin pins none: OIDC discovery of the issuer by
+    default, the SSF transmitter configuration for a transmitter (app/signals/keys.py).
+    """
 
     def __init__(
         self,
-        issuer: Issuer,
+        issuer: KeyOrigin,
         client: httpx.AsyncClient,
         clock: Callable[[], float],
         *,
         retry_base: float = 1.0,
         on_refresh: RefreshObserver | None = None,
+        locate: JwksLocator | None = None,
     ) -> None:
         self.issuer = issuer
+        self._locate = locate
         self._on_refresh = on_refresh
         self._client = client
         self._clock = clock
@@ -340,8 +364,12 @@ class JwksCache:
 
     async def _fetch(self) -> bool:
         try:
-            uri = self._jwks_uri or await fetch_jwks_uri(
-                self._client, self.issuer.issuer, self._timeout, self._max_bytes
+            uri = self._jwks_uri or await (
+                self._locate(self._client, self._timeout, self._max_bytes)
+                if self._locate is not None
+                else fetch_jwks_uri(
+                    self._client, self.issuer.issuer, self._timeout, self._max_bytes
+                )
             )
             document = await fetch_json(self._client, uri, self._timeout, self._max_bytes, "JWKS")
             keys = parse_jwks(document, self.issuer.algorithms)

@@ -78,6 +78,8 @@ class PolicyInput:
     location: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     workload: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     evidence: Evidence = NO_EVIDENCE
+    # What security events said about the token since it was issued (the CEL ``signals``).
+    signals: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 def with_evidence(request: PolicyInput, evidence: Evidence, now: float) -> PolicyInput:
@@ -234,6 +236,7 @@ class Evaluation:
                         "workload": request.workload,
                     },
                     now=self.now,
+                    signals=request.signals,
                 )
             except CelEvalError as exc:
                 self._context_error = str(exc)

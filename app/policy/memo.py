@@ -18,6 +18,8 @@ memo is asked. Tests decide random requests with and without the memo and compar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.decision import Decision
 from app.identity.principal import Principal
 from app.policy.evaluate import PolicyInput
@@ -59,6 +61,14 @@ class DecisionMemo:
 
     def __len__(self) -> int:
         return len(self._decisions)
+
+    def discard(self, match: Callable[[Principal], bool]) -> int:
+        """Forget every decision remembered for a principal that ``match``es (a security event
+        revoked its subject or session: app/signals/); returns how many."""
+        gone = [key for key, (principal, _, _) in self._decisions.items() if match(principal)]
+        for key in gone:
+            del self._decisions[key]
+        return len(gone)
 
     def get(
         self,

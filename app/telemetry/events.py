@@ -40,6 +40,14 @@ class Event(StrEnum):
     ASSERTION_SIGNING_KEY_CHANGED = "assertion_signing_key_changed"
     STORE_UNAVAILABLE = "store_unavailable"
     STORE_RECOVERED = "store_recovered"
+    # continuous access evaluation (app/signals/)
+    SIGNAL_APPLIED = "signal_applied"
+    SIGNAL_REJECTED = "signal_rejected"
+    ACCESS_REVOKED = "access_revoked"
+    STREAM_VERIFIED = "stream_verified"
+    STREAM_UPDATED = "stream_updated"
+    SIGNALS_STORE_UNREACHABLE = "signals_store_unreachable"
+    SIGNALS_STORE_RECOVERED = "signals_store_recovered"
 
 
 _WARNINGS = frozenset(
@@ -48,6 +56,9 @@ _WARNINGS = frozenset(
         Event.KEY_REFRESH_FAILED,
         Event.ASSERTION_KEYS_REJECTED,
         Event.STORE_UNAVAILABLE,
+        Event.SIGNAL_REJECTED,
+        Event.ACCESS_REVOKED,
+        Event.SIGNALS_STORE_UNREACHABLE,
     }
 )
 _MESSAGES: Mapping[Event, str] = {
@@ -63,6 +74,13 @@ _MESSAGES: Mapping[Event, str] = {
     Event.ASSERTION_SIGNING_KEY_CHANGED: "assertion signing key changed",
     Event.STORE_UNAVAILABLE: "shared store unavailable; checks that need it are refused",
     Event.STORE_RECOVERED: "shared store available again",
+    Event.SIGNAL_APPLIED: "security event applied",
+    Event.SIGNAL_REJECTED: "security event refused; nothing changed",
+    Event.ACCESS_REVOKED: "access revoked by an operator (kill switch)",
+    Event.STREAM_VERIFIED: "security event stream verified by its transmitter",
+    Event.STREAM_UPDATED: "security event stream status changed by its transmitter",
+    Event.SIGNALS_STORE_UNREACHABLE: "shared store unreachable; known revocations stay enforced",
+    Event.SIGNALS_STORE_RECOVERED: "shared store reachable again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {

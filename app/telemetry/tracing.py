@@ -57,6 +57,7 @@ log = logging.getLogger("ztauthz.tracing")
 CHECK_SPAN: Final = "ztauthz.check"
 VERIFY_SPAN: Final = "ztauthz.verify_token"
 EVIDENCE_SPAN: Final = "ztauthz.gather_evidence"
+SIGNALS_SPAN: Final = "ztauthz.check_signals"
 EVALUATE_SPAN: Final = "ztauthz.evaluate_policy"
 
 _PROPAGATORS: Mapping[str, type[TextMapPropagator]] = {

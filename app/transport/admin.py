@@ -1,5 +1,6 @@
-"""Admin listener: liveness, readiness, Prometheus metrics and the assertion's JWKS. Never on
-the check port."""
+"""Admin listener: liveness, readiness and Prometheus metrics; the assertion's JWKS; the kill
+switch (``POST /admin/v1/revocations``, its own bearer token) and, with
+``signals.receiver.listener: admin``, the SSF push receiver. Never on the check port."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.signals.admin import RevokeRequest, add_admin_routes
+from app.signals.receiver import add_receiver_routes
+from app.signals.service import Revocation
 from app.state import Runtime
+from app.telemetry.logging import iso_time
 
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_MEDIA_TYPE = "application/jwk-set+json"  # RFC 7517 §8.5.1
@@ -52,6 +57,8 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "rules": state.policies.rule_count,
             # Reload outcome: a rejected change shows here while the last good policies serve.
             "policy_reload": dict(runtime.reload_status),
+            # Continuous access evaluation: the shared store and the transmitters' streams.
+            "signals": runtime.signals.status(),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -68,6 +75,28 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=JWKS_MEDIA_TYPE, headers=headers)
+
+    def audit(revocation: Revocation, request: RevokeRequest) -> None:
+        telemetry = runtime.telemetry
+        telemetry.decision_log.record_line(
+            {
+                "kind": "revocation",
+                "schema": 1,
+                "time": iso_time(runtime.now()),
+                "action": revocation.id,
+                "subject": None if request.subject is None else telemetry.subject(request.subject),
+                "issuer": request.issuer,
+                "session": request.session is not None,
+                "device_id": request.device,
+                "reason": request.reason,
+                "records": len(revocation.records),
+                "shared": revocation.shared,
+            }
+        )
+
+    add_admin_routes(app, runtime.signals, audit)  # only with signals.admin.token_file
+    if runtime.signals.settings.receiver.listener == "admin":
+        add_receiver_routes(app, runtime.signals)
 
     registry = runtime.telemetry.metrics.registry
 

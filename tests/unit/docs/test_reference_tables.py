@@ -12,6 +12,7 @@ from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
 from app.telemetry.events import Event
 from app.telemetry.metrics import Metrics, StateView
+from app.telemetry.signals import SignalMetrics, SignalsView
 from tests.unit.docs.docs_support import ROOT
 
 APP = ROOT / "app"
@@ -135,6 +136,11 @@ def exposed_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     metrics.event(Event.CONFIG_LOADED.value)
     metrics.observe_check(Reason.ALLOWED, "http", 0.001)
     metrics.decision_log_dropped.inc()
+    signals = SignalMetrics(metrics.registry, metrics.checks, ["idp"])
+    signals.watch(lambda: SignalsView(True, 1, 0))
+    signals.received.labels("idp", "session-revoked").inc()
+    signals.applied.labels("idp", "session-revoked").inc()
+    signals.propagation.observe(0.01)
     found: dict[str, tuple[str, frozenset[str]]] = {}
     for family in metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
