@@ -30,6 +30,9 @@ class Reason(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"
     TOKEN_LIFETIME_EXCEEDED = "token_lifetime_exceeded"
+    # RFC 7662: the issuer's introspection endpoint says the token is not active (revoked,
+    # expired, unknown)
+    TOKEN_INACTIVE = "token_inactive"
     # 401 with an RFC 9470 step-up challenge: the identity is fine, its authentication too weak
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
     # 403: identity known (or explicitly not needed) but not permitted
@@ -54,10 +57,13 @@ class Reason(StrEnum):
     NETWORK_DENIED = "network_denied"
     WORKLOAD_MISSING = "workload_missing"
     WORKLOAD_DENIED = "workload_denied"
+    # 403: a high_risk rule needs the issuer to confirm the token now, and it cannot
+    INTROSPECTION_REQUIRED = "introspection_required"
     # 400: the request cannot be matched safely
     PATH_REJECTED = "path_rejected"
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -84,8 +90,10 @@ _STATUS: dict[Reason, int] = {
     Reason.NETWORK_DENIED: 403,
     Reason.WORKLOAD_MISSING: 403,
     Reason.WORKLOAD_DENIED: 403,
+    Reason.INTROSPECTION_REQUIRED: 403,
     Reason.PATH_REJECTED: 400,
     Reason.KEYS_UNAVAILABLE: 503,
+    Reason.INTROSPECTION_UNAVAILABLE: 503,
     Reason.INTERNAL_ERROR: 503,
 }
 
@@ -105,6 +113,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.TOKEN_EXPIRED: "the token has expired",
     Reason.TOKEN_NOT_YET_VALID: "the token is not yet valid",
     Reason.TOKEN_LIFETIME_EXCEEDED: "the token lifetime exceeds the allowed maximum",
+    Reason.TOKEN_INACTIVE: "the token is not active",
     Reason.NO_MATCHING_RULE: "no policy rule allows this request",
     Reason.DENIED_BY_RULE: "a policy rule denies this request",
     Reason.INSUFFICIENT_USER_AUTHENTICATION: "a stronger or more recent authentication is required",
@@ -125,8 +134,10 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.NETWORK_DENIED: "requests from this network are not allowed",
     Reason.WORKLOAD_MISSING: "this request needs a workload identity (mTLS client certificate)",
     Reason.WORKLOAD_DENIED: "this workload is not allowed",
+    Reason.INTROSPECTION_REQUIRED: "this request needs a token its issuer can confirm as active",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
+    Reason.INTROSPECTION_UNAVAILABLE: "the token issuer cannot be asked about the token",
     Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",
     Reason.ALLOWED: "allowed",
     Reason.ALLOWED_ANONYMOUS: "allowed without identity",
