@@ -46,6 +46,7 @@ from urllib.parse import quote_plus
 
 import httpx
 from joserfc import jwk
+from joserfc.errors import SecurityWarning
 
 from app.identity.discovery import safe_url
 from app.identity.introspection_response import IntrospectionError
@@ -69,13 +70,14 @@ _MIN_SECRET_CHARS = 1
 
 PrivateKey = jwk.RSAKey | jwk.ECKey | jwk.OKPKey
 
-# The key type (and curves) each assertion algorithm signs with (RFC 7518 §3, RFC 8037 §3.1).
+# The key type (and curves) each assertion algorithm signs with (RFC 7518 §3, RFC 9864 §2.2).
 _KEY_FOR_ALG: dict[str, tuple[str, frozenset[str] | None]] = {
     **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
     "ES256": ("EC", frozenset({"P-256"})),
     "ES384": ("EC", frozenset({"P-384"})),
     "ES512": ("EC", frozenset({"P-521"})),
-    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+    "Ed25519": ("OKP", frozenset({"Ed25519"})),
+    "Ed448": ("OKP", frozenset({"Ed448"})),
 }
 
 
@@ -131,7 +133,10 @@ def _private_key(where: str, path: Path, text: str, alg: str) -> PrivateKey:
     kty, curves = _KEY_FOR_ALG[alg]
     try:
         data: Any = json.loads(text) if text.lstrip().startswith("{") else text
-        key = jwk.import_key(data, None if isinstance(data, dict) else kty)  # type: ignore[arg-type]
+        with warnings.catch_warnings():
+            # joserfc warns about short RSA keys; they are refused below, with the file named.
+            warnings.simplefilter("ignore", SecurityWarning)
+            key = jwk.import_key(data, None if isinstance(data, dict) else kty)  # type: ignore[arg-type]
     except Exception:
         # No detail: a parser's message could quote key material.
         raise ConfigError([f"{where}: {path} is not a {kty} private key (PEM or JWK)"]) from None

@@ -24,9 +24,11 @@ from app.settings.base import Model, check_url
 ClientAuthMethod = Literal["client_secret_basic", "private_key_jwt"]
 
 # Client assertions are signed with the client's private key: asymmetric algorithms only
-# (RFC 7518 §3; HS* would be client_secret_jwt, which this does not offer).
+# (RFC 7518 §3; HS* would be client_secret_jwt, which this does not offer). Edwards curves by
+# their fully-specified names (RFC 9864 §2.2: Ed25519, Ed448), not the deprecated "EdDSA".
 ASSERTION_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+    | {"Ed25519", "Ed448"}
 )
 # The longest an ``active: true`` answer may be remembered: introspection exists to learn about
 # revocation, so a long cache would defeat it.
@@ -97,7 +99,10 @@ class Introspection(Model):
     @classmethod
     def _alg(cls, value: str) -> str:
         if value not in ASSERTION_ALGORITHMS:
-            raise ValueError(f"signing_alg must be one of {sorted(ASSERTION_ALGORITHMS)}")
+            hint = (
+                " (RFC 9864 deprecates EdDSA: name the curve, Ed25519)" if value == "EdDSA" else ""
+            )
+            raise ValueError(f"signing_alg must be one of {sorted(ASSERTION_ALGORITHMS)}{hint}")
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.settings.issuers import Issuer
 from app.settings.model import Settings
 from app.yamlsrc import Located, PathKey, YamlError, key_path, load_single
 
@@ -75,4 +76,22 @@ def load_settings(path: Path) -> Settings:
         located_geoip = geoip.model_copy(update={"path": path.parent / geoip.path})
         evidence = settings.evidence.model_copy(update={"geoip": located_geoip})
         settings = settings.model_copy(update={"evidence": evidence})
+    if any(issuer.introspection is not None for issuer in settings.issuers):
+        issuers = [_located_secrets(issuer, path.parent) for issuer in settings.issuers]
+        settings = settings.model_copy(update={"issuers": issuers})
     return settings
+
+
+def _located_secrets(issuer: Issuer, base: Path) -> Issuer:
+    """Relative secret and key files of ``issuer.introspection`` are relative to ``base``."""
+    introspection = issuer.introspection
+    if introspection is None:
+        return issuer
+    update = {
+        name: base / value
+        for name in ("client_secret_file", "private_key_file")
+        if (value := getattr(introspection, name)) is not None and not value.is_absolute()
+    }
+    if not update:
+        return issuer
+    return issuer.model_copy(update={"introspection": introspection.model_copy(update=update)})
