@@ -154,6 +154,8 @@ class Rule:
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+    # Allow rules only: the token's issuer must confirm it active (RFC 7662) before it allows.
+    high_risk: bool = False
 
     @property
     def workload_authenticates(self) -> bool:

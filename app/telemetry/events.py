@@ -35,9 +35,13 @@ class Event(StrEnum):
     KEY_REFRESH_FAILED = "key_refresh_failed"
     GRANT_ACTIVE = "grant_active"
     GRANT_EXPIRED = "grant_expired"
+    INTROSPECTION_FAILING = "introspection_failing"
+    INTROSPECTION_RECOVERED = "introspection_recovered"
 
 
-_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED})
+_WARNINGS = frozenset(
+    {Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED, Event.INTROSPECTION_FAILING}
+)
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
     Event.POLICIES_RELOADED: "policies reloaded",
@@ -46,6 +50,8 @@ _MESSAGES: Mapping[Event, str] = {
     Event.KEY_REFRESH_FAILED: "issuer key refresh failed; keeping the last good keys",
     Event.GRANT_ACTIVE: "access grant became active",
     Event.GRANT_EXPIRED: "access grant expired",
+    Event.INTROSPECTION_FAILING: "token introspection is failing; opaque tokens are refused (503)",
+    Event.INTROSPECTION_RECOVERED: "token introspection answers again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {
