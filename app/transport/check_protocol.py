@@ -362,7 +362,11 @@ class CheckProtocol(asyncio.Protocol):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("a check task failed", exc_info=task.exception())
-        if self._busy:  # cancelled (shutdown grace exceeded) before it answered
+        # Only a task that did not finish cancelled or failed before it answered (the shutdown
+        # grace ran out): a finished one answered already, and ``_busy`` may now belong to the
+        # next request, started before this callback ran (uvloop reads a socket before it runs
+        # callbacks scheduled earlier): answering 503 for that one was a race.
+        if self._busy and (task.cancelled() or task.exception() is not None):
             self._busy = False
             self._pending.clear()
             self._send(_plain(503), close=True)
