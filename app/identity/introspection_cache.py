@@ -12,8 +12,8 @@ usable until the entry goes) for load on the authorization server. Here:
   token does not cost one introspection per request;
 - errors (no answer, an unusable answer, an active token refused by our checks) are never
   remembered: the next request asks again;
-- a caller may ask for an answer no older than ``max_age`` (``high_risk`` rules): an older
-  entry is then ignored, not dropped;
+- a caller may ask for an answer younger than ``max_age`` (``high_risk`` rules; 0 means a
+  fresh question every time): an older entry is then ignored, not dropped;
 - bounded, least recently used first out: a flood of distinct tokens costs fixed memory.
 """
 
@@ -59,7 +59,7 @@ class IntrospectionCache:
         return len(self._entries)
 
     def lookup(self, digest: bytes, now: float, max_age: float | None = None) -> Answer | None:
-        """The answer for ``digest`` usable at ``now`` (and no older than ``max_age``)."""
+        """The answer for ``digest`` usable at ``now`` (and younger than ``max_age``)."""
         entry = self._entries.get(digest)
         if entry is None:
             self.misses += 1
@@ -69,7 +69,7 @@ class IntrospectionCache:
             del self._entries[digest]
             self.misses += 1
             return None
-        if max_age is not None and now - entry.received_at > max_age:
+        if max_age is not None and now - entry.received_at >= max_age:
             self.misses += 1
             return None
         self._entries.move_to_end(digest)
