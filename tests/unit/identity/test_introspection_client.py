@@ -4,6 +4,7 @@ errors that name the key and never the secret, and Authlib's deprecation handled
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwk
 
 from app.identity.introspection_client import load_credentials
+from app.policy.loader import load_policy_dir
 from app.settings import ConfigError, load_settings
 from app.settings.introspection import Introspection
 
@@ -219,3 +221,16 @@ def test_other_authlib_deprecations_still_surface() -> None:
     assert not any(f[2] is AuthlibDeprecationWarning and f[0] == "always" for f in warnings.filters)
     with pytest.raises(AuthlibDeprecationWarning):
         deprecate("some other deprecation")
+
+
+def test_the_documented_examples_are_valid(tmp_path: Path) -> None:
+    """docs/introspection.md's configuration and policy examples load as they are."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "introspection.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    config, policy = blocks
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "ztauthz.yaml").write_text(config)
+    settings = load_settings(tmp_path / "ztauthz.yaml")
+    assert [i.introspection is not None for i in settings.issuers] == [True, True]
+    (tmp_path / "policies" / "payments.yaml").write_text(policy)
+    assert load_policy_dir(tmp_path / "policies").high_risk == {"payout"}
