@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean bench
+.PHONY: demo test lint typecheck unit integration interop venv npm curl clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/
 
 npm: tests/interop/node_modules/.installed
 
+# curl runs the commands the docs show (tests/integration/test_documented_commands.py): installed
+# from Debian when missing.
+curl:
+	@command -v curl >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/ztauthz dev stack
 
@@ -39,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) npm lint
+test: $(STAMP) npm curl lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the

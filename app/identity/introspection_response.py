@@ -41,8 +41,7 @@ from typing import Any
 
 from app.identity.claims import validate_claims
 from app.identity.errors import TokenError
-from app.identity.principal import Principal
-from app.identity.verify import principal_from_claims
+from app.identity.principal import Principal, principal_from_claims
 from app.reasons import Reason
 from app.settings import Issuer
 

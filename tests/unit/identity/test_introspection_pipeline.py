@@ -18,12 +18,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from app.decision import Decision
+from app.decision_id import new_decision_id
 from app.identity.introspection import Introspector
 from app.identity.introspection_client import ClientCredentials, IntrospectionClient
 from app.identity.jws import looks_like_jws
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
-from app.pipeline import authorize, new_decision_id
+from app.pipeline import authorize
 from app.policy.loader import PolicyLoadError, load_policy_dir
 from app.reasons import Reason
 from app.request import make_context

@@ -20,7 +20,7 @@ from app.identity.introspection_response import (
     parse_scope,
     read_active,
 )
-from app.identity.verify import principal_from_claims
+from app.identity.principal import principal_from_claims
 from app.reasons import Reason
 from tests.unit.identity.identity_support import NOW
 from tests.unit.identity.introspection_support import ISSUER, active, introspecting_issuer
