@@ -20,6 +20,7 @@ usable until the entry goes) for load on the authorization server. Here:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.identity.principal import Principal
@@ -88,6 +89,18 @@ class IntrospectionCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def discard_where(self, refused: Callable[[Principal], bool]) -> int:
+        """Forget every active answer whose Principal ``refused`` picks (a revoked subject or
+        session, app/signals); returns how many. Inactive answers stay: they only refuse."""
+        doomed = [
+            digest
+            for digest, answer in self._entries.items()
+            if answer.principal is not None and refused(answer.principal)
+        ]
+        for digest in doomed:
+            del self._entries[digest]
+        return len(doomed)
 
     def stats(self) -> CacheStats:
         return CacheStats(

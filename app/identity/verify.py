@@ -88,6 +88,11 @@ class TokenVerifier:
             raise TokenError(Reason.TOKEN_TOO_LARGE, f"over {self._max_token_bytes} bytes")
         if not token.isascii():  # a JWS compact serialization is base64url and dots only
             raise TokenError(Reason.TOKEN_MALFORMED, "token has non-ASCII characters")
+        opaque = self._opaque
+        if opaque is not None and token.count(".") != 2:
+            # Surely no JWS (which has exactly two dots): straight to introspection, without
+            # counting a miss in the verified-token cache, which never holds opaque tokens.
+            return await opaque.introspect(token, now)
         cache = self.cache
         digest = b""
         if cache is not None:
@@ -97,11 +102,11 @@ class TokenVerifier:
                 cached.recheck(now)
                 return cached.principal
         if not looks_like_jws(token):
-            if self._opaque is None:
+            if opaque is None:
                 raise TokenError(
                     Reason.TOKEN_MALFORMED, "not a JWS, and no issuer takes opaque tokens"
                 )
-            return await self._opaque.introspect(token, now)
+            return await opaque.introspect(token, now)
         compact = parse_compact(token)
         issuer = self._select_issuer(compact.payload)
         alg = _check_header(compact.header, issuer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -443,3 +444,19 @@ async def test_a_changing_clock_never_extends_an_answer(
 
 def test_clock_support_is_shared() -> None:
     assert FakeClock()() == NOW
+
+
+async def test_answers_about_a_revoked_subject_can_be_forgotten(
+    server: FakeAuthorizationServer, introspector: Introspector
+) -> None:
+    """The hook a revocation signal uses: the next check asks the issuer again."""
+    server.answers["t-sam"] = active(sub="sam")
+    server.answers["t-kim"] = active(sub="kim")
+    for token in ("t-sam", "t-kim", "t-dead"):
+        with contextlib.suppress(TokenError):
+            await introspector.introspect(token, NOW)
+    assert introspector.cache.discard_where(lambda p: p.subject == "sam") == 1
+    await introspector.introspect("t-sam", NOW)
+    await introspector.introspect("t-kim", NOW)
+    assert await reason_of(introspector, "t-dead") is Reason.TOKEN_INACTIVE
+    assert len(server.questions()) == 4, "only sam's answer was asked again"

@@ -322,3 +322,13 @@ def test_introspections_are_counted_timed_and_failures_announced(world: World) -
     )
     assert observed == 4
     telemetry.close()
+
+
+async def test_opaque_tokens_never_touch_the_verified_token_cache(world: World) -> None:
+    cache = world.state.verifier.cache
+    assert cache is not None
+    world.answer("opaque-1")
+    for _ in range(3):
+        assert (await world.decide("/invoices/1", "opaque-1")).allow
+    assert (cache.hits, cache.misses) == (0, 0)
+    assert len(world.server.requests) == 1, "the introspection cache answered the rest"
