@@ -18,6 +18,8 @@ from urllib.parse import unquote_plus
 import httpx
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jwk
 from joserfc import jwt as joserfc_jwt
 
@@ -460,3 +462,22 @@ async def test_answers_about_a_revoked_subject_can_be_forgotten(
     await introspector.introspect("t-kim", NOW)
     assert await reason_of(introspector, "t-dead") is Reason.TOKEN_INACTIVE
     assert len(server.questions()) == 4, "only sam's answer was asked again"
+
+
+@settings(max_examples=60, deadline=None)
+@given(token=st.from_regex(r"[A-Za-z0-9\-._~+/]+=*", fullmatch=True))
+def test_every_bearer_token_reaches_the_server_unchanged(token: str) -> None:
+    """Whatever RFC 6750 b64token a client sends, the server is asked about exactly it."""
+
+    async def ask() -> list[dict[str, list[str]]]:
+        server = FakeAuthorizationServer()
+        introspector = make_introspector(server)
+        try:
+            with contextlib.suppress(TokenError):
+                await introspector.introspect(token, NOW)
+        finally:
+            await introspector.aclose()
+        return server.questions()
+
+    [question] = asyncio.run(ask())
+    assert question["token"] == [token]
