@@ -129,12 +129,16 @@ class TokenVerifier:
         ``introspection_required`` when the issuer cannot be asked about this token, or the
         introspection's own reasons."""
         introspector = self.introspectors.get(principal.issuer)
-        opaque = introspector is not None and introspector is self._opaque
-        if introspector is None or not (opaque or introspector.settings.high_risk_jwts):
+        if introspector is None:
             raise TokenError(
-                Reason.INTROSPECTION_REQUIRED, "the token's issuer is not configured to confirm it"
+                Reason.INTROSPECTION_REQUIRED, "the token's issuer has no introspection"
             )
-        if not opaque and not looks_like_jws(token):
+        if looks_like_jws(token):
+            if not introspector.settings.high_risk_jwts:
+                raise TokenError(
+                    Reason.INTROSPECTION_REQUIRED, "the token's issuer does not introspect its JWTs"
+                )
+        elif introspector is not self._opaque:  # never so: opaque tokens come from that issuer
             raise TokenError(Reason.INTROSPECTION_REQUIRED, "an opaque token of another issuer")
         answer = await introspector.introspect(token, now, introspector.high_risk_max_age)
         if answer.subject != principal.subject:

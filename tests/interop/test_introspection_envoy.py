@@ -12,6 +12,8 @@ What is shown, through Envoy, for each method:
 - an opaque token is allowed after introspection, with the identity a JWT would give;
 - once the provider revokes it, it is refused within ``cache_ttl`` (the documented bound),
   and at once on a ``high_risk`` route;
+- a JWT of the same provider (which refuses to introspect JWTs, so ``high_risk_jwts`` is off)
+  is allowed on a plain route and refused ``introspection_required`` on a high-risk one;
 - when the provider is down, an opaque token not seen before is refused at once (503, Envoy's
   status_on_error), and one seen before is refused once its cached answer runs out.
 """
@@ -112,7 +114,7 @@ def ztauthz_config(
             {
                 "issuer": provider.issuer,
                 "discovery": True,  # the introspection endpoint comes from discovery too
-                "audiences": [provider.opaque_resource],
+                "audiences": [provider.opaque_resource, provider.resources["ES256"]],
                 "algorithms": ["RS256", "ES256"],
                 "max_token_lifetime": "15m",
                 "claims": {"groups": "groups", "scopes": "scope"},
@@ -302,6 +304,20 @@ def test_a_high_risk_route_sees_a_revocation_at_once(stack: Stack) -> None:
     reply = stack.get("/payouts/2", token)
     assert reply.status == 401
     assert reply.json()["reason"] == "token_inactive"
+
+
+def test_a_jwt_on_a_high_risk_route_needs_an_issuer_that_introspects_jwts(stack: Stack) -> None:
+    # oidc-provider refuses to introspect its JWTs, so high_risk_jwts is off: a JWT of the same
+    # provider is allowed on plain routes and refused, never sent to the provider, on high-risk
+    # ones.
+    provider = stack.provider
+    asked = stack.introspections("active") + stack.introspections("error")
+    jwt_token = provider.get_token(provider.resources["ES256"], "invoices:read")
+    assert stack.get("/invoices/4", jwt_token).status == 200
+    reply = stack.get("/payouts/4", jwt_token)
+    assert reply.status == 403
+    assert reply.json()["reason"] == "introspection_required"
+    assert stack.introspections("active") + stack.introspections("error") == asked
 
 
 def test_with_the_provider_down_tokens_are_refused_at_once(stack: Stack) -> None:

@@ -8,8 +8,6 @@ answers behind a gate (concurrency tests), fail, or answer slowly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -105,10 +103,3 @@ def make_introspector(
     client = IntrospectionClient(issuer.issuer, issuer.introspection, creds, server.transport())
     discovery = httpx.AsyncClient(transport=server.transport())
     return Introspector(issuer, client, discovery, clock or FakeClock(), on_outcome)
-
-
-def seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
-
-
-Recorder = Callable[[], list[Any]]

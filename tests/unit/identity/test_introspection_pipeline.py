@@ -221,6 +221,21 @@ async def test_a_high_risk_rule_refuses_what_no_issuer_can_confirm(world: World)
     assert (decision.reason, decision.status) == (Reason.INTROSPECTION_REQUIRED, 403)
 
 
+async def test_a_jwt_is_not_introspected_where_high_risk_jwts_is_off(world: World) -> None:
+    """Issuer A takes opaque tokens; with high_risk_jwts off its JWTs are never sent to it."""
+    assert world.introspector.settings.high_risk_jwts
+    world.introspector.settings = world.introspector.settings.model_copy(
+        update={"high_risk_jwts": False}
+    )
+    opaque, token = "opaque-1", world.jwt(world.a)
+    world.answer(opaque)
+    world.answer(token)
+    assert (await world.decide("/payouts/1", opaque)).allow
+    decision = await world.decide("/payouts/1", token)
+    assert (decision.reason, decision.status) == (Reason.INTROSPECTION_REQUIRED, 403)
+    assert [q["token"] for q in world.server.questions()] == [[opaque], [opaque]]
+
+
 async def test_a_high_risk_rule_fails_closed_when_the_issuer_is_down(world: World) -> None:
     token = world.jwt(world.a)
     world.server.fail = httpx.ConnectError("down")
