@@ -19,12 +19,15 @@ from prometheus_client import CollectorRegistry
 
 from app.decision import Decision
 from app.decision_id import new_decision_id
-from app.identity.introspection import Introspector
+from app.identity.introspection import IntrospectionOutcome, Introspector
 from app.identity.introspection_client import ClientCredentials, IntrospectionClient
 from app.identity.jws import looks_like_jws
+from app.identity.principal import principal_from_claims
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.pipeline import authorize
+from app.policy.evaluate import PolicyInput
+from app.policy.explain import explain, render_text
 from app.policy.loader import PolicyLoadError, load_policy_dir
 from app.reasons import Reason
 from app.request import make_context
@@ -307,6 +310,18 @@ def test_high_risk_is_for_allow_rules_with_a_token(tmp_path: Path, rule: dict[st
     assert "only allow rules with a token can be high_risk" in str(refused.value)
 
 
+def test_explain_says_a_high_risk_allow_needs_the_issuers_confirmation(world: World) -> None:
+    principal = principal_from_claims(
+        {"sub": "sam", "aud": AUDIENCE, "iat": int(NOW), "exp": int(NOW) + 60}, world.a, "g", "s"
+    )
+    policies = world.state.policies
+    for path, said in (("/payouts/1", True), ("/invoices/1", False)):
+        request = PolicyInput(method="GET", host="api.example", path=path, headers={})
+        text = render_text(explain(policies, request, principal, NOW), principal, NOW)
+        assert ("high-risk: the token's issuer must also confirm" in text) is said
+        assert "allow payouts (p, " in text and "[high-risk]" in text
+
+
 # -- telemetry -----------------------------------------------------------------------------------
 
 
@@ -324,8 +339,6 @@ def test_introspections_are_counted_timed_and_failures_announced(world: World) -
         return registry.get_sample_value("ztauthz_events_total", {"event": name}) or 0.0
 
     assert count("active") == 0 and count("error") == 0  # explicit zeros, up front
-    from app.identity.introspection import IntrospectionOutcome
-
     telemetry.introspected(IntrospectionOutcome(world.a, "active", 0.02))
     telemetry.introspected(IntrospectionOutcome(world.a, "error", 0.5, "down", changed=True))
     telemetry.introspected(IntrospectionOutcome(world.a, "error", 0.5, "down"))
