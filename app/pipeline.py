@@ -24,6 +24,7 @@ from app.state import RuntimeState
 from app.telemetry.tracing import (
     EVALUATE_SPAN,
     EVIDENCE_SPAN,
+    INTROSPECT_SPAN,
     NO_STEPS,
     SIGNALS_SPAN,
     VERIFY_SPAN,
@@ -51,6 +52,7 @@ async def authorize(
     """Decide one request. Never raises. ``steps`` opens a child span per step (tracing)."""
     version = state.policies.version
     principal: Principal | None = None
+    token: str | None = None
     try:
         try:
             request = PolicyInput(
@@ -127,6 +129,8 @@ async def authorize(
                 assert principal is not None
                 known = state.memo.get(principal, state.policies, request, decision_id)
                 if known is not None:
+                    if known.allow and known.rule_id in state.policies.high_risk:
+                        return await _confirmed(known, token, state, now, steps)
                     return known
             decision = policy_decision(
                 state.policies, state.candidate, request, principal, now, decision_id, evidence
@@ -137,7 +141,29 @@ async def authorize(
             )
         if remember:
             state.memo.put(state.policies, request, decision)
+        if decision.allow and decision.rule_id in state.policies.high_risk:
+            return await _confirmed(decision, token, state, now, steps)
         return decision
     except Exception:
         log.exception("check failed; denying (decision_id=%s)", decision_id)
         return Decision(False, Reason.INTERNAL_ERROR, decision_id, version, principal=principal)
+
+
+async def _confirmed(
+    decision: Decision, token: str | None, state: RuntimeState, now: float, steps: Steps
+) -> Decision:
+    """``decision``, an allow by a ``high_risk`` rule, once the token's issuer confirmed the
+    token active by introspection (docs/introspection.md); else the refusal that says why."""
+    principal = decision.principal
+    with steps.span(INTROSPECT_SPAN) as span:
+        try:
+            if token is None or principal is None:  # e.g. a workload rule, allowed without one
+                raise TokenError(Reason.INTROSPECTION_REQUIRED, "no token to confirm")
+            await state.verifier.confirm(token, principal, now)
+        except TokenError as exc:
+            span.set_attribute("ztauthz.reason", exc.reason.value)
+            log.info(
+                "high-risk rule %s: token not confirmed: %s", decision.rule_id, exc.reason.value
+            )
+            return dataclasses.replace(decision, allow=False, reason=exc.reason)
+    return decision

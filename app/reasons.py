@@ -59,6 +59,9 @@ class Reason(StrEnum):
     CREDENTIAL_CHANGED = "credential_changed"
     CREDENTIAL_CHANGE_REQUIRED = "credential_change_required"
     ACCESS_REVOKED = "access_revoked"
+    # RFC 7662: the issuer's introspection endpoint says the token is not active (revoked,
+    # expired, unknown)
+    TOKEN_INACTIVE = "token_inactive"
     # 401 with an RFC 9470 step-up challenge: the identity is fine, its authentication too weak
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
     # 403: identity known (or explicitly not needed) but not permitted
@@ -84,11 +87,14 @@ class Reason(StrEnum):
     NETWORK_DENIED = "network_denied"
     WORKLOAD_MISSING = "workload_missing"
     WORKLOAD_DENIED = "workload_denied"
+    # 403: a high_risk rule needs the issuer to confirm the token now, and it cannot
+    INTROSPECTION_REQUIRED = "introspection_required"
     # 400: the request cannot be matched safely
     PATH_REJECTED = "path_rejected"
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"  # the DPoP replay cache cannot answer
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -121,9 +127,11 @@ _STATUS: dict[Reason, int] = {
     Reason.NETWORK_DENIED: 403,
     Reason.WORKLOAD_MISSING: 403,
     Reason.WORKLOAD_DENIED: 403,
+    Reason.INTROSPECTION_REQUIRED: 403,
     Reason.PATH_REJECTED: 400,
     Reason.KEYS_UNAVAILABLE: 503,
     Reason.STORE_UNAVAILABLE: 503,
+    Reason.INTROSPECTION_UNAVAILABLE: 503,
     Reason.INTERNAL_ERROR: 503,
 }
 
@@ -163,6 +171,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.TOKEN_CERTIFICATE_MISMATCH: "the token is bound to another client certificate",
     Reason.SENDER_CONSTRAINT_REQUIRED: "a sender-constrained token is required",
     Reason.STORE_UNAVAILABLE: "the replay cache is unavailable; the request is denied",
+    Reason.TOKEN_INACTIVE: "the token is not active",
     Reason.NO_MATCHING_RULE: "no policy rule allows this request",
     Reason.DENIED_BY_RULE: "a policy rule denies this request",
     Reason.INSUFFICIENT_USER_AUTHENTICATION: "a stronger or more recent authentication is required",
@@ -189,8 +198,10 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.NETWORK_DENIED: "requests from this network are not allowed",
     Reason.WORKLOAD_MISSING: "this request needs a workload identity (mTLS client certificate)",
     Reason.WORKLOAD_DENIED: "this workload is not allowed",
+    Reason.INTROSPECTION_REQUIRED: "this request needs a token its issuer can confirm as active",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
+    Reason.INTROSPECTION_UNAVAILABLE: "the token issuer cannot be asked about the token",
     Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",
     Reason.ALLOWED: "allowed",
     Reason.ALLOWED_ANONYMOUS: "allowed without identity",

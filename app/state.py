@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -17,9 +17,11 @@ from app.evidence.gather import EvidenceGatherer, build_gatherer
 from app.identity.binding import SenderBinding
 from app.identity.dpop import ProofRules
 from app.identity.dpop_nonce import NonceIssuer
+from app.identity.introspection import Introspector, OutcomeObserver
+from app.identity.introspection_client import IntrospectionClient, load_credentials
 from app.identity.jwks import KeySource
 from app.identity.principal import Principal
-from app.identity.token_cache import TokenCache
+from app.identity.token_cache import CacheStats, TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
 from app.policy.index import CompiledPolicies
 from app.policy.loader import LoadOptions, load_policy_dir
@@ -96,6 +98,33 @@ def load_options(settings: Settings) -> LoadOptions:
     )
 
 
+def build_introspectors(
+    settings: Settings,
+    discovery: httpx.AsyncClient,
+    clock: Callable[[], float],
+    on_outcome: OutcomeObserver | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Introspector]:
+    """One Introspector per issuer with ``introspection`` settings, its credentials read now
+    (ConfigError naming the key when one is missing); ``discovery`` finds endpoints."""
+    built: dict[str, Introspector] = {}
+    for position, issuer in enumerate(settings.issuers):
+        config = issuer.introspection
+        if config is None:
+            continue
+        credentials = load_credentials(f"issuers[{position}].introspection", config, environ)
+        client = IntrospectionClient(issuer.issuer, config, credentials)
+        built[issuer.issuer] = Introspector(issuer, client, discovery, clock, on_outcome)
+    return built
+
+
+def _summed(stats: Iterable[CacheStats]) -> CacheStats:
+    rows = list(stats)
+    return CacheStats(
+        *(sum(getattr(row, f.name) for row in rows) for f in dataclasses.fields(CacheStats))
+    )
+
+
 class Runtime:
     """Owns the long-lived resources (HTTP client, key caches) behind the current state."""
 
@@ -149,6 +178,10 @@ class Runtime:
                 settings.issuers, self._client, clock, on_refresh=self.telemetry.jwks_refreshed
             )
         )
+        # Read the introspection secrets first: a missing one stops the start (ConfigError).
+        self._introspectors = build_introspectors(
+            settings, self._client, clock, self.telemetry.introspected
+        )
         # Continuous access evaluation (app/signals/): the revocation view, fed from the store.
         self.signals = Signals(
             settings,
@@ -169,6 +202,7 @@ class Runtime:
                 self._sources,
                 settings.token.max_bytes,
                 TokenCache(settings.token.cache_size) if settings.token.cache_size else None,
+                self._introspectors,
             ),
             policies=self._policies,
             candidate=self._candidate,
@@ -185,6 +219,11 @@ class Runtime:
         token_cache = self.state.verifier.cache
         if token_cache is not None:
             self.telemetry.metrics.watch_token_cache(token_cache.stats)
+        if self._introspectors:
+            introspectors = tuple(self._introspectors.values())
+            self.telemetry.metrics.watch_introspection_cache(
+                lambda: _summed(i.cache.stats() for i in introspectors)
+            )
 
     def replace_policies(
         self, policies: CompiledPolicies, candidate: CompiledPolicies | None
@@ -225,6 +264,8 @@ class Runtime:
         await self.store_health.start()
         for source in self._sources.values():
             await source.start()
+        for introspector in self._introspectors.values():
+            await introspector.start()
         if self.state.evidence is not None:
             await self.state.evidence.start()
         if self.assertions is not None:
@@ -246,6 +287,8 @@ class Runtime:
     ) -> None:
         for source in self._sources.values():
             await source.aclose()
+        for introspector in self._introspectors.values():
+            await introspector.aclose()
         if self.state.evidence is not None:
             await self.state.evidence.aclose()
         if self.assertions is not None:

@@ -217,6 +217,12 @@ def render_text(explanation: Explanation, principal: Principal | None, now: floa
         lines.append(
             f"step-up: acr_values={list(verdict.step_up.acr_values)} max_age={verdict.step_up.max_age}"
         )
+    deciding = next((t.rule for t in explanation.traces if t.rule.id == verdict.rule_id), None)
+    if verdict.allow and deciding is not None and deciding.high_risk and not deciding.dry_run:
+        lines.append(
+            "high-risk: the token's issuer must also confirm the token active by introspection "
+            "before this allow holds (docs/introspection.md)"
+        )
     if principal is None:
         lines.append("principal: none (no token)")
     else:
@@ -234,7 +240,7 @@ def render_text(explanation: Explanation, principal: Principal | None, now: floa
             if trace.applies
             else ("matches, conditions fail" if trace.matched else "no match")
         )
-        dry = " [dry-run]" if rule.dry_run else ""
+        dry = (" [dry-run]" if rule.dry_run else "") + (" [high-risk]" if rule.high_risk else "")
         lines.append(
             f"  {rule.effect:<5} {rule.id} ({rule.policy}, {rule.file}:{rule.line}){dry}: {state}"
         )

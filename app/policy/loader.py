@@ -420,8 +420,9 @@ class _Compiler:
         self.names.append(name)
         hosts = self._hosts(doc, data["spec"].get("hosts", []))
         dry_run = data["spec"].get("mode", "enforce") == "dry-run"
+        high_risk: bool = data["spec"].get("high_risk", False)
         for position, raw in enumerate(data["spec"]["rules"]):
-            self._rule(doc, name, hosts, ("spec", "rules", position), raw, dry_run)
+            self._rule(doc, name, hosts, ("spec", "rules", position), raw, dry_run, high_risk)
 
     def _check_schema(self, doc: Located, data: Mapping[str, Any]) -> bool:
         # A wrong apiVersion or kind makes every other complaint noise: report only that.
@@ -464,6 +465,7 @@ class _Compiler:
         base: PathKey,
         raw: Mapping[str, Any],
         dry_run: bool,
+        policy_high_risk: bool = False,
     ) -> None:
         rule_id: str = raw["id"]
         line = doc.line_of((*base, "id"))
@@ -492,6 +494,16 @@ class _Compiler:
                 "be anonymous; remove anonymous or workload"
             )
             self._error_at(doc, (*base, "anonymous"), message)
+        if raw.get("high_risk") and (effect == "deny" or anonymous):
+            message = (
+                "only allow rules with a token can be high_risk: it asks the token's issuer "
+                "to confirm the token before allowing"
+            )
+            self._error_at(doc, (*base, "high_risk"), message)
+        # A rule's own high_risk wins over its policy's; the policy's applies to token rules.
+        high_risk: bool = raw.get(
+            "high_risk", policy_high_risk and effect == "allow" and not anonymous
+        )
         for key in ("auth", "grant", "sender_constrained"):
             if key in raw and effect == "deny":
                 message = f"only allow rules can have {key}: it decides who may be allowed"
@@ -526,6 +538,7 @@ class _Compiler:
                 dry_run=dry_run,
                 evidence=self._evidence(doc, base, raw),
                 sender_constrained=_sender_constraint(raw.get("sender_constrained")),
+                high_risk=high_risk,
             )
         )
 

@@ -145,6 +145,8 @@ class Rule:
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
     # sender_constrained: the token must be bound to one of these (dpop, mtls); allow rules only
     sender_constrained: frozenset[str] | None = None
+    # Allow rules only: the token's issuer must confirm it active (RFC 7662) before it allows.
+    high_risk: bool = False
     # Derived once, here, and nowhere else: does nothing but the request line and the principal
     # decide whether the rule applies (no time window, grant, CEL condition, step-up,
     # evidence or sender-constraint condition)? Evaluation takes its fast path on it, and the decision memo

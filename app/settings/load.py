@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.settings.issuers import Issuer
 from app.settings.model import Settings
 from app.yamlsrc import Located, PathKey, YamlError, key_path, load_single
 
@@ -96,4 +97,22 @@ def load_settings(path: Path) -> Settings:
         )
         store = settings.store.model_copy(update={"redis": located_redis})
         settings = settings.model_copy(update={"store": store})
+    if any(issuer.introspection is not None for issuer in settings.issuers):
+        issuers = [_located_secrets(issuer, path.parent) for issuer in settings.issuers]
+        settings = settings.model_copy(update={"issuers": issuers})
     return settings
+
+
+def _located_secrets(issuer: Issuer, base: Path) -> Issuer:
+    """Relative secret and key files of ``issuer.introspection`` are relative to ``base``."""
+    introspection = issuer.introspection
+    if introspection is None:
+        return issuer
+    update = {
+        name: base / value
+        for name in ("client_secret_file", "private_key_file")
+        if (value := getattr(introspection, name)) is not None and not value.is_absolute()
+    }
+    if not update:
+        return issuer
+    return issuer.model_copy(update={"introspection": introspection.model_copy(update=update)})

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         dupes = sorted({i for i in seen if seen.count(i) > 1})
         if dupes:
             raise ValueError(f"issuer listed more than once: {dupes}")
+        opaque = [i.issuer for i in value if i.introspection and i.introspection.opaque_tokens]
+        if len(opaque) > 1:
+            # An opaque token names no issuer: it would have to be shown to several
+            # authorization servers, handing a bearer token to one that never issued it.
+            raise ValueError(
+                f"introspection.opaque_tokens is enabled for {len(opaque)} issuers {opaque}; "
+                "at most one issuer may accept opaque tokens"
+            )
         return value
 
     @model_validator(mode="after")

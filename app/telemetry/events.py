@@ -48,6 +48,8 @@ class Event(StrEnum):
     STREAM_UPDATED = "stream_updated"
     SIGNALS_STORE_UNREACHABLE = "signals_store_unreachable"
     SIGNALS_STORE_RECOVERED = "signals_store_recovered"
+    INTROSPECTION_FAILING = "introspection_failing"
+    INTROSPECTION_RECOVERED = "introspection_recovered"
 
 
 _WARNINGS = frozenset(
@@ -59,6 +61,7 @@ _WARNINGS = frozenset(
         Event.SIGNAL_REJECTED,
         Event.ACCESS_REVOKED,
         Event.SIGNALS_STORE_UNREACHABLE,
+        Event.INTROSPECTION_FAILING,
     }
 )
 _MESSAGES: Mapping[Event, str] = {
@@ -81,6 +84,8 @@ _MESSAGES: Mapping[Event, str] = {
     Event.STREAM_UPDATED: "security event stream status changed by its transmitter",
     Event.SIGNALS_STORE_UNREACHABLE: "shared store unreachable; known revocations stay enforced",
     Event.SIGNALS_STORE_RECOVERED: "shared store reachable again",
+    Event.INTROSPECTION_FAILING: "token introspection is failing; opaque tokens are refused (503)",
+    Event.INTROSPECTION_RECOVERED: "token introspection answers again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {

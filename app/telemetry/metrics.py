@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import (
 )
 
 from app import __version__
+from app.identity.introspection import OUTCOMES as INTROSPECTION_OUTCOMES
 from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
 from app.telemetry.span_export import DROP_REASONS
@@ -51,10 +52,12 @@ DURATION_BUCKETS: Final = (
     0.5,
     1.0,
 )
+# One question to an introspection endpoint: a local round trip to seconds (its timeout).
+INTROSPECTION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Failures of token verification: every token_* code except "there was no token at all".
 TOKEN_FAILURES: Final = frozenset(
     r for r in Reason if r.value.startswith("token_") and r is not Reason.TOKEN_MISSING
-) | {Reason.KEYS_UNAVAILABLE}
+) | {Reason.KEYS_UNAVAILABLE, Reason.INTROSPECTION_UNAVAILABLE}
 
 
 def decision_label(reason: Reason) -> str:
@@ -169,6 +172,16 @@ def _store_families(view: tuple[str, bool] | None) -> list[Metric]:
     return [up]
 
 
+def _introspection_cache_families(stats: CacheStats | None) -> list[Metric]:
+    entries = GaugeMetricFamily(
+        "ztauthz_introspection_cache_entries",
+        "Introspection answers remembered (by token digest) right now, across issuers.",
+    )
+    if stats is not None:
+        entries.add_metric([], stats.entries)
+    return [entries]
+
+
 class CheckCounts:
     """Decisions by (reason, transport) and check durations by transport, counted with plain
     integers from the event loop that runs the checks, read at scrape time."""
@@ -230,7 +243,13 @@ def _check_families(counts: CheckCounts | None) -> list[Metric]:
 class Metrics:
     """The instruments. ``registry`` is what /metrics exposes."""
 
-    def __init__(self, issuers: Sequence[str] = (), registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        issuers: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+        introspecting: Sequence[str] = (),
+    ):
+        """``issuers``: every configured issuer; ``introspecting``: those with introspection."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # Per check: plain integers, turned into families at scrape time (no lock, no label
@@ -277,9 +296,28 @@ class Metrics:
         )
         for operation in STORE_OPERATIONS:
             self.store_failures.labels(operation)
+        self.introspections = Counter(
+            "ztauthz_introspections",
+            "Token introspections (RFC 7662), by issuer and outcome: active, inactive, refused "
+            "(active but its claims refused), error (no usable answer), overloaded (too many in "
+            "flight), cached (answered from the cache), coalesced (joined one in flight).",
+            ["issuer", "outcome"],
+            registry=r,
+        )
+        self.introspection_duration = Histogram(
+            "ztauthz_introspection_duration_seconds",
+            "Time for one question to an introspection endpoint, answered or failed.",
+            ["issuer"],
+            buckets=INTROSPECTION_BUCKETS,
+            registry=r,
+        )
         for issuer in issuers:
             for outcome in OUTCOMES:
                 self.jwks_refreshes.labels(issuer, outcome)
+        for issuer in introspecting:
+            self.introspection_duration.labels(issuer)
+            for introspection_outcome in INTROSPECTION_OUTCOMES:
+                self.introspections.labels(issuer, introspection_outcome)
         for outcome in OUTCOMES:
             self.policy_reloads.labels(outcome)
         for reason in DROP_REASONS:
@@ -294,6 +332,11 @@ class Metrics:
     def spans_dropped(self, reason: str, count: int) -> None:
         self.spans_dropped_total.labels(reason).inc(count)
 
+    def introspected(self, issuer: str, outcome: str, seconds: float | None) -> None:
+        self.introspections.labels(issuer, outcome).inc()
+        if seconds is not None:
+            self.introspection_duration.labels(issuer).observe(seconds)
+
     def event(self, name: str) -> None:
         self.events.labels(name).inc()
 
@@ -304,6 +347,10 @@ class Metrics:
     def watch_store(self, view: Callable[[], tuple[str, bool]]) -> None:
         """Expose ``ztauthz_store_up{backend}`` from ``view() -> (backend, up)``."""
         self.registry.register(_ScrapeTimeCollector(view, _store_families))
+
+    def watch_introspection_cache(self, view: Callable[[], CacheStats]) -> None:
+        """Expose the introspection answer cache's size (``view`` at every scrape)."""
+        self.registry.register(_ScrapeTimeCollector(view, _introspection_cache_families))
 
     def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
         """Expose the verified-token cache's size and counters (``view`` at every scrape)."""

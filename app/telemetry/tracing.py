@@ -59,6 +59,7 @@ VERIFY_SPAN: Final = "ztauthz.verify_token"
 EVIDENCE_SPAN: Final = "ztauthz.gather_evidence"
 SIGNALS_SPAN: Final = "ztauthz.check_signals"
 EVALUATE_SPAN: Final = "ztauthz.evaluate_policy"
+INTROSPECT_SPAN: Final = "ztauthz.confirm_token"  # a high_risk rule's introspection
 
 _PROPAGATORS: Mapping[str, type[TextMapPropagator]] = {
     "tracecontext": TraceContextTextMapPropagator,

@@ -128,11 +128,12 @@ def test_every_reason_code_is_documented_with_its_status() -> None:
 def exposed_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     """name as scraped (counters with ``_total``) -> (type, label names), from a registry with
     every collector a runtime registers and one sample in every family."""
-    metrics = Metrics(["https://idp.example.com"])
+    metrics = Metrics(["https://idp.example.com"], introspecting=["https://idp.example.com"])
     metrics.watch_state(lambda: StateView("sha256:0", 1, {"https://idp.example.com": 1.0}))
     metrics.watch_token_cache(lambda: CacheStats(1, 10, 1, 1, 0))
     metrics.watch_assertions(lambda: (1, 1))
     metrics.watch_store(lambda: ("memory", True))
+    metrics.watch_introspection_cache(lambda: CacheStats(1, 10, 1, 1, 0))
     metrics.event(Event.CONFIG_LOADED.value)
     metrics.observe_check(Reason.ALLOWED, "http", 0.001)
     metrics.decision_log_dropped.inc()
