@@ -18,7 +18,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        state = runtime.state
+        state = runtime.state  # one snapshot: policies and reload report agree
         keys_ready = runtime.is_ready()
         body = {
             "status": "ready" if keys_ready else "not_ready",
@@ -27,7 +27,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "policy_version": state.policies.version,
             "rules": state.policies.rule_count,
             # Reload outcome: a rejected change shows here while the last good policies serve.
-            "policy_reload": dict(runtime.reload_status),
+            "policy_reload": dict(state.reload_status),
         }
         return JSONResponse(body, status_code=200 if keys_ready else 503)
 

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from app.check import Checker
+from app.protos.envoy.service.auth.v3 import external_auth_pb2_grpc
 from app.settings import GrpcListener
 from app.transport import grpc_wire
 from app.transport.render import render
@@ -39,7 +39,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, checker: Checker) -> None:
         self._checker = checker
 

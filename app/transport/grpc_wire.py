@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
-from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
+from app.protos.envoy.config.core.v3 import base_pb2
+from app.protos.envoy.service.auth.v3 import external_auth_pb2
+from app.protos.envoy.type.v3 import http_status_pb2
 from app.request import RequestContext, make_context
 from app.transport.render import Rendered
 
-CheckRequest = Any  # envoy.service.auth.v3.CheckRequest (xds-protos ships no type stubs)
-CheckResponse = Any  # envoy.service.auth.v3.CheckResponse
+CheckRequest = external_auth_pb2.CheckRequest
+CheckResponse = external_auth_pb2.CheckResponse
 
 TRANSPORT = "grpc"
 
@@ -167,7 +167,9 @@ def to_check_response(rendered: Rendered, reason: str) -> CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status,
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=rendered.status),
+            status=http_status_pb2.HttpStatus(
+                code=cast(http_status_pb2.StatusCode, rendered.status)
+            ),
             headers=_header_options(rendered.headers),
             body=rendered.body.decode("utf-8"),
         ),

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from envoy.service.auth.v3 import external_auth_pb2
 
 from app.dev.envoy import (
     SHIPPED_ENVOY_CONFIG,
@@ -26,6 +25,7 @@ from app.dev.envoy import (
     validate_envoy_config,
     write_envoy_config,
 )
+from app.protos.envoy.service.auth.v3 import external_auth_pb2
 from tests.integration.pki_support import make_pki
 
 pytestmark = pytest.mark.integration

@@ -12,19 +12,19 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from app.dev.envoy import SHIPPED_ENVOY_GRPC_CONFIG, envoy_command, write_envoy_config
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
 from app.dev.stack import Stack, http_request
+from app.protos.envoy.config.core.v3 import base_pb2
+from app.protos.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-class Answering(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class Answering(external_auth_pb2_grpc.AuthorizationServicer):
     """Allows every request, with whatever header changes the test sets."""
 
     def __init__(self) -> None:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 
 from app.dev.envoy import Transport
 from app.dev.stack import http_request
+from app.protos.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from app.transport.render import HEADERS_TO_REMOVE
 
 

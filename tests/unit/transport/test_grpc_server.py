@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from app.check import Checker
 from app.dev.issuer import create_issuer_app
 from app.dev.tokens import mint
+from app.protos.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from app.settings import Settings
 from app.state import Runtime
 from app.telemetry.fields import CLIENT_ADDRESS_HEADER

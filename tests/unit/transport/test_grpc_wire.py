@@ -8,14 +8,14 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from app.decision import Decision
 from app.identity.principal import Principal
 from app.policy.model import StepUp
+from app.protos.envoy.config.core.v3 import base_pb2
+from app.protos.envoy.service.auth.v3 import external_auth_pb2
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Response
