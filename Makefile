@@ -30,9 +30,10 @@ lock: $(STAMP)
 	$(BIN)/pip-compile $(LOCK_FLAGS) --extra=dev --constraint=requirements.lock \
 	  --output-file=requirements-dev.lock pyproject.toml
 
-# app/protos (Envoy's ext_authz API for Python) from the vendored .proto files in third_party/protos.
+# app/protos/envoy_ext_authz_pb2.py(i) from ztauthz's own app/protos/envoy_ext_authz.proto
+# (docs/packaging.md); commit the result (tests/unit/core/test_protos.py compares).
 protos: $(STAMP)
-	$(BIN)/python third_party/protos/generate.py
+	$(BIN)/python tools/generate_protos.py
 
 # Node.js and npm run the interop tests' OIDC provider: installed from Debian when missing.
 tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
