@@ -20,7 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from app.protos.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from app.protos import envoy_ext_authz_pb2 as pb
+from app.transport.grpc import check_method
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +91,9 @@ def test_no_file_is_claimed_by_two_distributions(installed: Path) -> None:
             owners[os.path.normpath(path)].append(record.parent.name)
     shared = {path: dists for path, dists in owners.items() if len(dists) > 1}
     assert shared == {}
-    # The generated Envoy API is ztauthz's own; nothing claims the top-level envoy package.
+    # ztauthz's Envoy messages are its own module; nothing claims the top-level envoy package.
     assert not (site / "envoy").exists()
-    assert (site / "app" / "protos" / "envoy" / "service" / "auth" / "v3").is_dir()
+    assert (site / "app" / "protos" / "envoy_ext_authz_pb2.py").is_file()
 
 
 def test_serve_starts_with_tracing_grpc_and_cel_and_answers(
@@ -141,7 +142,7 @@ def test_serve_starts_with_tracing_grpc_and_cel_and_answers(
         reply.read()
         connection.close()
         assert reply.status == 200  # the CEL condition held
-        request = external_auth_pb2.CheckRequest()
+        request = pb.CheckRequest()
         http_request = request.attributes.request.http
         http_request.method, http_request.host, http_request.path = (
             "POST",
@@ -149,7 +150,7 @@ def test_serve_starts_with_tracing_grpc_and_cel_and_answers(
             "/public",
         )
         with grpc.insecure_channel(f"127.0.0.1:{rpc}") as channel:
-            answer = external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
+            answer = check_method(channel)(request, timeout=10)
         assert answer.status.code != 0  # POST: the CEL condition fails, so no rule allows it
         assert answer.denied_response.status.code in (401, 403)
     finally:
