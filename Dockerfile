@@ -13,7 +13,7 @@
 #     -v "$PWD/config.yaml:/etc/ztauthz/config/config.yaml:ro" \
 #     -v "$PWD/policies:/etc/ztauthz/policies:ro" \
 #     ztauthz:0.1.0
-#   (keep the check port on loopback or on a sidecar network: see README.md, "The container image")
+#   (keep the check port on loopback or on a sidecar network: see docs/containers.md, "The container image")
 #
 # Layout: /opt/ztauthz is a virtualenv holding the locked dependencies; the application code is
 # in /opt/ztauthz/src. Dependencies come only from requirements.lock (pip-compile

@@ -12,7 +12,16 @@ STAMP  := $(VENV)/.installed
 LOCK_FLAGS = --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-find-links --no-emit-index-url $(LOCK_ARGS)
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean bench lock protos
+.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl clean bench \
+	lock protos
+
+# Coverage floor for `make test` (branch coverage of app/): raised as the suite grows, never
+# lowered. The HTML report lands in htmlcov/index.html (make coverage-report).
+COVERAGE_FLOOR ?= 85
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider
+
+help: ## list the targets, one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The venv holds exactly requirements-dev.lock (every file checked against its hash; --clear drops
 # whatever an older lock left), then ztauthz itself, editable.
@@ -23,16 +32,16 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(BIN)/pip check
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## create .venv with the package and its dev extras
 
-lock: $(STAMP)
+lock: $(STAMP) ## regenerate requirements.lock and requirements-dev.lock after editing pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) --output-file=requirements.lock pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) --extra=dev --constraint=requirements.lock \
 	  --output-file=requirements-dev.lock pyproject.toml
 
 # app/protos/envoy_ext_authz_pb2.py(i) from ztauthz's own app/protos/envoy_ext_authz.proto
 # (docs/packaging.md); commit the result (tests/unit/core/test_protos.py compares).
-protos: $(STAMP)
+protos: $(STAMP) ## regenerate app/protos/envoy_ext_authz_pb2.py(i) from app/protos/envoy_ext_authz.proto
 	$(BIN)/python tools/generate_protos.py
 
 # Node.js and npm run the interop tests' OIDC provider: installed from Debian when missing.
@@ -43,22 +52,44 @@ tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-npm: tests/interop/node_modules/.installed
+npm: tests/interop/node_modules/.installed ## install the interop tests' OIDC provider (Node.js from Debian if missing)
 
-demo: $(STAMP)
+# curl runs the commands the docs show (tests/integration/test_documented_commands.py): installed
+# from Debian when missing.
+curl: ## install curl from Debian if missing (the documented commands use it)
+	@command -v curl >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+
+demo: $(STAMP) ## run the local stack: Envoy + ztauthz + dev OIDC issuer + demo upstream, on loopback
 	$(BIN)/ztauthz dev stack
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck ## ruff (lint and format) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict over app/ and tests/
 	$(BIN)/mypy
 
-test: $(STAMP) npm lint
-	$(BIN)/pytest -q -p no:cacheprovider
+test: $(STAMP) npm curl lint ## the whole suite (lint, types, unit, integration, interop, deploy) with the coverage gate
+	$(PYTEST) --cov=app --cov-branch --cov-report=term:skip-covered --cov-report=html \
+	  --cov-fail-under=$(COVERAGE_FLOOR)
+
+unit: $(STAMP) ## unit tests: in-process, no Envoy
+	$(PYTEST) tests/unit
+
+integration: $(STAMP) curl ## tests through real Envoy, ztauthz, issuers and the CLI
+	$(PYTEST) tests/integration
+
+interop: $(STAMP) npm ## interop with the independent OIDC provider (npm oidc-provider)
+	$(PYTEST) tests/interop
+
+deploy-check: $(STAMP) ## deployment files: Envoy bootstraps, Kubernetes (kubernetes-validate --strict), Istio, compose
+	$(PYTEST) tests/deploy
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
 # bench extra, starts everything on loopback, prints the table and writes bench/results/.
-bench: $(STAMP)
+bench: $(STAMP) ## load and micro benchmarks against baselines (bench/README.md), ~5 min
 	@command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
@@ -66,5 +97,5 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
-clean:
-	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove the venv, node_modules, caches and coverage output
+	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from app.decision import Decision
-from app.pipeline import authorize, new_decision_id
+from app.decision_id import new_decision_id
+from app.pipeline import authorize
 from app.request import RequestContext
 from app.state import Runtime
 from app.telemetry.decision_log import DecisionLog

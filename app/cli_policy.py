@@ -29,6 +29,7 @@ import yaml
 from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
 from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
+from app.http_facts import AUTHORIZATION
 from app.policy.loader import (
     DEFAULT_GRANT_MAX_DURATION,
     LoadOptions,
@@ -155,7 +156,7 @@ def _token(args: argparse.Namespace, headers: Mapping[str, str]) -> str | None:
         return str(args.token)
     if args.token_file is not None:
         return Path(args.token_file).read_text(encoding="utf-8").strip()
-    authorization = headers.get("authorization", "")
+    authorization = headers.get(AUTHORIZATION, "")
     scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 

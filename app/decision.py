@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Final
 
 from app.evidence.model import Evidence
 from app.identity.principal import Principal
-from app.policy.model import StepUp
 from app.reasons import Reason, status_of
+
+# An authentication context class reference as a challenge can carry it: visible ASCII without
+# '"' or '\\' (RFC 6750 section 3 quoted-string values, RFC 9470 section 3 ``acr_values``).
+# The policy loader admits no other acr value; the renderer writes no other.
+ACR_VALUE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """What an RFC 9470 challenge asks for: ``acr_values`` and ``max_age`` (seconds)."""
+
+    acr_values: tuple[str, ...] = ()
+    max_age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

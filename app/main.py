@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import math
 import signal
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
-
-import uvicorn
 
 from app import heap
 from app.check import Checker
@@ -22,27 +18,12 @@ from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
 from app.transport.admin import create_admin_app
-from app.transport.check_protocol import Answers, CheckProtocol
-from app.transport.http import create_check_app
+from app.transport.http import ListenerServer, check_config, listener_config
 
 if TYPE_CHECKING:
     from app.transport.grpc import GrpcServer
 
 log = logging.getLogger("ztauthz")
-
-# Idle connections on the check listener are closed by Envoy, the client, never first by
-# ztauthz: a server-side close racing a request Envoy has just sent on that connection fails
-# the request (with status_on_error: a spurious 503). Envoy's upstream idle timeout is one hour
-# unless its cluster sets common_http_protocol_options.idle_timeout; this is longer.
-CHECK_KEEP_ALIVE_SECONDS = 3_900
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without signal handlers of its own: ``serve`` stops every listener together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -54,39 +35,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # pragma: no cover - e.g. Windows
         return None
     return uvloop.new_event_loop
-
-
-def _server(
-    app: object,
-    host: str,
-    port: int,
-    log_level: str,
-    grace: float,
-    http: Callable[..., asyncio.Protocol] | None = None,
-    keep_alive: int = 5,
-) -> uvicorn.Server:
-    """uvicorn serving ``app``, or answering with the protocol ``http`` builds per connection."""
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level,
-        # uvicorn[standard]'s C parser, as "auto" would pick; or the check listener's own
-        # protocol (app/transport/check_protocol.py), which uses the same parser.
-        http=http or "httptools",  # type: ignore[arg-type]
-        # Envoy is the only client: X-Forwarded-* describe the original request (policy input
-        # via the headers Envoy forwards), never this connection, so uvicorn must not rewrite
-        # the scope's client from them.
-        proxy_headers=False,
-        access_log=False,  # access logs would carry query strings; decisions are logged instead
-        log_config=None,  # logging is configured once, as JSON (app/telemetry/logging.py)
-        server_header=False,
-        date_header=False,
-        lifespan="off",
-        timeout_graceful_shutdown=math.ceil(grace),
-        timeout_keep_alive=keep_alive,
-    )
-    return _Server(config)
 
 
 @contextlib.contextmanager
@@ -128,9 +76,11 @@ async def serve(settings: Settings) -> None:
     async with runtime:
         checker = Checker(runtime)
         grace = settings.server.shutdown_grace.total_seconds()
-        servers = [
-            _server(
-                create_admin_app(runtime),
+        admin = create_admin_app(runtime)
+        runtime.telemetry.tracing.instrument(admin)
+        configs = [
+            listener_config(
+                admin,
                 settings.server.admin.host,
                 settings.server.admin.port,
                 settings.log_level,
@@ -138,25 +88,8 @@ async def serve(settings: Settings) -> None:
             )
         ]
         if settings.server.check.enabled:
-            check = create_check_app(checker)
-            listener = settings.server.check
-            protocol = None
-            if runtime.telemetry.tracing.enabled:
-                # opentelemetry-instrumentation-fastapi's server span around every check
-                runtime.telemetry.tracing.instrument(check)
-            else:
-                protocol = functools.partial(CheckProtocol, Answers(check.endpoint))
-            servers.append(
-                _server(
-                    check,
-                    listener.host,
-                    listener.port,
-                    settings.log_level,
-                    grace,
-                    protocol,
-                    CHECK_KEEP_ALIVE_SECONDS,
-                )
-            )
+            configs.append(check_config(checker, settings.log_level, grace))
+        servers = [ListenerServer(config) for config in configs]
         grpc_server: GrpcServer | None = None
         if settings.server.grpc.enabled:
             # Imported only when used: grpcio and the Envoy protos are ~20 MB per worker.

@@ -16,6 +16,14 @@ import yaml
 PathKey = tuple[str | int, ...]
 
 
+def key_path(path: PathKey) -> str:
+    """``path`` as a reader writes it: ``server.check.port``, ``rules[2].match``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Located:
     """One YAML document: its data and the line of every key and item in it."""

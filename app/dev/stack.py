@@ -53,6 +53,7 @@ from app.dev.keys import DevKeyError, DevKeys
 from app.dev.pki import DEMO_WORKLOAD_ID, DevPki, make_dev_pki
 from app.dev.procs import HttpReady, ManagedProcess, ProcessError, ProcessGroup, free_port
 from app.dev.tokens import mint
+from app.settings.server import ADMIN_PORT, CHECK_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_POLICIES = REPO_ROOT / "policies"
@@ -67,8 +68,8 @@ class Ports:
 
     envoy: int = 10000
     envoy_admin: int = 9901
-    check: int = 9000
-    admin: int = 9100
+    check: int = CHECK_PORT
+    admin: int = ADMIN_PORT
     issuer: int = 9400
     upstream: int = 8081
     envoy_mtls: int = 10443  # the mTLS listener (workload identity)
@@ -187,8 +188,8 @@ def demo_config() -> dict[str, Any]:
                 "max_age": "10m",
             },
             "client_certificate": {"envoy_forward_client_cert_details": "SANITIZE_SET"},
-            # No GeoIP database in the demo: the signed country claim (`dev token --country DE`)
-            # is the request's country, as the docs show.
+            # The dev issuer's signed `country` claim is the request's country (there is no
+            # GeoIP database on loopback): `ztauthz dev token --country DE` shows x-auth-country.
             "location": {"country_from_claims": True},
         },
         "log_level": "info",

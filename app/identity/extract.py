@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from app.http_facts import AUTHORIZATION, COOKIE
 from app.identity.errors import TokenError
 from app.reasons import Reason
 
@@ -28,11 +29,11 @@ def extract_token(headers: Mapping[str, str], cookie_name: str | None) -> str | 
     only when there is no Authorization header and ``cookie_name`` is configured.
     Raises TokenError(TOKEN_MALFORMED) for a credential that is present but not a bearer token.
     """
-    authorization = headers.get("authorization")
+    authorization = headers.get(AUTHORIZATION)
     if authorization is not None:
         return _from_authorization(authorization)
     if cookie_name:
-        return _from_cookie(headers.get("cookie"), cookie_name)
+        return _from_cookie(headers.get(COOKIE), cookie_name)
     return None
 
 

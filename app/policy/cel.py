@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.http_facts import CREDENTIAL_HEADERS
 from app.identity.principal import Principal
 from app.policy.cel_engine import Context, Program, cel_compile
 
 VARIABLES: frozenset[str] = frozenset(
     {"request", "subject", "device", "location", "workload", "time"}
 )
-HIDDEN_HEADERS: frozenset[str] = frozenset({"authorization", "cookie", "proxy-authorization"})
+HIDDEN_HEADERS: frozenset[str] = CREDENTIAL_HEADERS
 
 # Names the comprehension macros bind: `list.exists(x, ...)`, `map(k, v, ...)` and the rest.
 _MACRO_BINDINGS = re.compile(

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from app.decision import StepUp
 from app.evidence.model import (
     NO_EVIDENCE,
     Evidence,
@@ -49,7 +50,7 @@ from app.policy.cel import CelEvalError, build_context, evaluate_condition, prin
 from app.policy.cel_engine import Context
 from app.policy.grants import Elevation, GrantIndex
 from app.policy.index import CompiledPolicies, RuleIndex
-from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, StepUp, Subject
+from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, Subject
 from app.policy.posture import evidence_miss
 from app.policy.timewindow import within
 from app.reasons import Reason
@@ -185,7 +186,7 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class Scope:
+class Evaluation:
     """One request's evaluation inputs, with the expensive parts computed at most once."""
 
     request: PolicyInput
@@ -240,7 +241,7 @@ _DOES_NOT_APPLY = Outcome(False)
 _MISSES = {reason: Outcome(False, reason) for reason in _MISS_PRIORITY}
 
 
-def check_rule(rule: Rule, scope: Scope) -> Outcome:
+def check_rule(rule: Rule, scope: Evaluation) -> Outcome:
     """Does a rule that matched the request's host, method and path apply?"""
     principal = scope.principal
     used: tuple[str, ...] = ()
@@ -267,13 +268,7 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
                     (subject.groups_any or frozenset()) | (subject.groups_all or frozenset()),
                     (subject.scopes_any or frozenset()) | (subject.scopes_all or frozenset()),
                 )
-    if (
-        rule.time_window is None
-        and rule.grant is None
-        and rule.when is None
-        and rule.auth is None
-        and rule.evidence is None
-    ):
+    if rule.plain:
         return _APPLIES if not used else Outcome(True, grants=tuple(dict.fromkeys(used)))
     if rule.time_window is not None and not within(rule.time_window, scope.now):
         return _MISSES[Reason.OUTSIDE_TIME_WINDOW]
@@ -315,7 +310,7 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
     return Outcome(True, grants=tuple(dict.fromkeys(used))) if used else _APPLIES
 
 
-def decide(
+def verdict_over(
     candidates: tuple[Rule, ...],
     request: PolicyInput,
     principal: Principal | None,
@@ -323,7 +318,7 @@ def decide(
     grants: GrantIndex,
 ) -> Verdict:
     """The verdict over ``candidates``: the rules matching the request, in global order."""
-    scope = Scope(request, principal, now, grants)
+    scope = Evaluation(request, principal, now, grants)
     allowed: tuple[Rule, Outcome] | None = None
     misses: dict[Reason, tuple[Rule, Outcome]] = {}
     for rule in candidates:
@@ -371,7 +366,7 @@ def evaluate_index(
     now: float,
 ) -> Verdict:
     candidates = index.lookup(request.method, request.host, request.path).rules
-    return decide(candidates, request, principal, now, grants)
+    return verdict_over(candidates, request, principal, now, grants)
 
 
 def evaluate(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, evaluate_condition
-from app.policy.evaluate import PolicyInput, Scope, Verdict, auth_holds, claim_holds, evaluate
+from app.policy.evaluate import Evaluation, PolicyInput, Verdict, auth_holds, claim_holds, evaluate
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.model import Rule, Subject
 from app.policy.posture import evidence_miss
@@ -88,7 +88,7 @@ def _match_checks(rule: Rule, request: PolicyInput) -> list[Check]:
     ]
 
 
-def _subject_checks(subject: Subject, principal: Principal, scope: Scope) -> list[Check]:
+def _subject_checks(subject: Subject, principal: Principal, scope: Evaluation) -> list[Check]:
     elevation = scope.elevation
     groups = principal.groups if elevation is None else elevation.groups
     scopes = principal.scopes if elevation is None else elevation.scopes
@@ -113,7 +113,7 @@ def _subject_checks(subject: Subject, principal: Principal, scope: Scope) -> lis
     return checks
 
 
-def _condition_checks(rule: Rule, scope: Scope) -> list[Check]:
+def _condition_checks(rule: Rule, scope: Evaluation) -> list[Check]:
     principal = scope.principal
     checks: list[Check] = []
     if rule.anonymous:
@@ -180,7 +180,7 @@ def explain(
     policies: CompiledPolicies, request: PolicyInput, principal: Principal | None, now: float
 ) -> Explanation:
     verdict = evaluate(policies, request, principal, now)
-    scope = Scope(request, principal, now, policies.grants)
+    scope = Evaluation(request, principal, now, policies.grants)
     traces = []
     for rule in policies.rules:
         matching = _match_checks(rule, request)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from app.decision import ACR_VALUE
 from app.durations import parse_duration
 from app.policy.cel import CelCompileError, CelCondition, compile_condition
 from app.policy.index import CompiledPolicies, compile_policies
@@ -42,10 +43,10 @@ from app.policy.model import (
     WorkloadRequirement,
 )
 from app.policy.normalize import normalize_host
-from app.policy.posture import policy_version
+from app.policy.posture import required_os_version
 from app.policy.timewindow import parse_window
 from app.shared import shared_names
-from app.yamlsrc import Located, PathKey, YamlError, parse_documents
+from app.yamlsrc import Located, PathKey, YamlError, key_path, parse_documents
 
 # Shipped inside the package (so installed wheels have it); policies/schema.json links to it
 # for editors.
@@ -59,7 +60,6 @@ TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 DEFAULT_GRANT_MAX_DURATION = 8 * 3600.0
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ACR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +215,8 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-def _key(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 def _at(path: PathKey, text: str) -> str:
-    return f"{_key(path)}: {text}" if path else text
+    return f"{key_path(path)}: {text}" if path else text
 
 
 def _show(value: Any) -> str:
@@ -554,7 +547,7 @@ class _Compiler:
         versions: list[tuple[str, tuple[int, ...]]] = []
         for name, text in raw.get("min_os_version", {}).items():
             try:
-                versions.append((name, policy_version(text)))
+                versions.append((name, required_os_version(text)))
             except ValueError as exc:
                 self._error_at(doc, (*base, "device", "min_os_version", name), str(exc))
         max_risk = raw.get("max_risk")
@@ -623,7 +616,7 @@ class _Compiler:
             except ValueError as exc:
                 self._error_at(doc, (*base, "auth", "max_age"), str(exc))
         for position, value in enumerate(raw.get("acr_any", [])):
-            if _ACR.fullmatch(value) is None:
+            if ACR_VALUE.fullmatch(value) is None:
                 message = (
                     "an acr value must be visible ASCII without spaces, quotes or backslashes "
                     "(it is sent back in the WWW-Authenticate challenge)"

@@ -12,9 +12,6 @@ if TYPE_CHECKING:
 Effect = Literal["allow", "deny"]
 Scalar = str | int | float | bool
 
-METHODS: frozenset[str] = frozenset(
-    {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"}
-)
 ANY_PATH = "/**"
 
 
@@ -53,14 +50,6 @@ class AuthRequirement:
     acr_any: tuple[str, ...] | None = None
     amr_all: frozenset[str] | None = None
     max_age: int | None = None  # seconds since auth_time
-
-
-@dataclass(frozen=True, slots=True)
-class StepUp:
-    """What an RFC 9470 challenge asks for: ``acr_values`` and ``max_age`` (seconds)."""
-
-    acr_values: tuple[str, ...] = ()
-    max_age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +143,21 @@ class Rule:
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+    # Derived once, here, and nowhere else: does nothing but the request line and the principal
+    # decide whether the rule applies (no time window, grant, CEL condition, step-up or
+    # evidence condition)? Evaluation takes its fast path on it, and the decision memo
+    # (app/policy/memo.py) remembers only decisions that plain rules made.
+    plain: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plain = (
+            self.time_window is None
+            and self.grant is None
+            and self.when is None
+            and self.auth is None
+            and self.evidence is None
+        )
+        object.__setattr__(self, "plain", plain)
 
     @property
     def workload_authenticates(self) -> bool:

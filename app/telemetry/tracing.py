@@ -11,9 +11,11 @@ COMPRESSION,CERTIFICATE}``, ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_RESOURCE_ATTRI
 Incoming context is read with W3C ``traceparent``/``tracestate`` and ``baggage`` and with B3
 (single ``b3`` header or ``x-b3-*``), unless ``OTEL_PROPAGATORS`` names others.
 
-Spans: ``ztauthz.check`` per check (a child of the caller's span, or of the FastAPI server span
-when the HTTP transport is instrumented), with children ``ztauthz.verify_token``,
-``ztauthz.gather_evidence`` (when evidence is gathered) and ``ztauthz.evaluate_policy``.
+Spans: ``ztauthz.check`` per check, over HTTP and gRPC alike: the server span (kind SERVER), a
+child of the caller's context (Envoy's ext_authz span), with children ``ztauthz.verify_token``,
+``ztauthz.gather_evidence`` (when evidence is gathered) and ``ztauthz.evaluate_policy``. The
+admin listener's FastAPI app has the instrumentation's server spans (probes and scrapes
+excepted).
 """
 
 from __future__ import annotations
@@ -148,13 +150,16 @@ class Steps:
 
 NO_STEPS: Final = Steps(None)
 
-# Attributes of the instrumented check request that would carry the original query string.
+# Admin paths polled by orchestrators and scrapers: never traced.
+UNTRACED_ADMIN_PATHS: Final = ("/healthz", "/readyz", "/metrics")
+
+# Attributes of an instrumented request that would carry the original query string.
 _URL_ATTRIBUTES: Final = ("http.url", "url.full", "http.target")
 
 
 def scrub_server_span(span: Span, scope: dict[str, Any]) -> None:
-    """FastAPI server-span hook: the check request's query string is the original request's,
-    and may carry credentials; keep it out of the span."""
+    """FastAPI server-span hook: a query string may carry credentials; keep it out of the
+    span."""
     if not scope.get("query_string") or not span.is_recording():
         return
     attributes: Mapping[str, Any] = getattr(span, "attributes", None) or {}
@@ -208,7 +213,9 @@ class Tracing:
         set_global_textmap(self.propagator)
 
     def instrument(self, app: FastAPI) -> None:
-        """Add the FastAPI server span to ``app`` (only when tracing is on)."""
+        """Add the FastAPI server span to the admin ``app`` (only when tracing is on). Probes
+        and scrapes are not traced: they would drown the rest. (Checks have their own server
+        span, ``ztauthz.check``: app/telemetry/hub.py.)"""
         if self._provider is None:
             return
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -216,6 +223,7 @@ class Tracing:
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=self._provider,
+            excluded_urls=",".join(UNTRACED_ADMIN_PATHS),
             server_request_hook=scrub_server_span,
             exclude_spans=["receive", "send"],
             # Should OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* name a header, its value is

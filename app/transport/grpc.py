@@ -2,8 +2,8 @@
 
 The method is served under Envoy's path with ztauthz's own message classes (app/protos: the same
 fields and numbers as Envoy's, so the bytes are the same), registered by hand
-(``add_authorization``) because no generated service code names Envoy's path; clients (tests,
-bench) call it through ``check_method``.
+(``add_authorization``) because no generated service code names Envoy's path; clients (the
+tests) call it through ``check_method``.
 
 The servicer maps the CheckRequest to a RequestContext, calls ``Checker.check`` (the same call,
 pipeline and telemetry as the HTTP transport) and renders the Decision with the same renderer.
@@ -70,7 +70,7 @@ def add_authorization(server: grpc.aio.Server, check: CheckHandler) -> None:
 def check_method(
     channel: grpc.Channel,
 ) -> grpc.UnaryUnaryMultiCallable[grpc_wire.CheckRequest, grpc_wire.CheckResponse]:
-    """Envoy's ``Authorization/Check`` on ``channel``, as Envoy calls it (tests and bench)."""
+    """Envoy's ``Authorization/Check`` on ``channel``, as Envoy calls it (for tests)."""
     return channel.unary_unary(
         CHECK_PATH,
         request_serializer=grpc_wire.CheckRequest.SerializeToString,

@@ -3,6 +3,7 @@
 The messages are ztauthz's own declaration of Envoy's (app/protos/envoy_ext_authz.proto: the
 fields used here, with Envoy's field numbers, so they are wire-compatible with
 ``envoy.service.auth.v3``).
+
 ``CheckRequest`` -> ``RequestContext`` (the same one the HTTP transport builds, plus the
 connection facts only gRPC carries) and ``Rendered`` -> ``CheckResponse``. The mapping is total:
 a CheckRequest missing its HTTP attributes maps to an empty method, host and path, which the

@@ -9,14 +9,13 @@ with ``headers_to_remove``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
 import orjson
 
-from app.decision import Decision
+from app.decision import ACR_VALUE, Decision
 from app.reasons import Reason, describe
 from app.settings import Response
 
@@ -104,15 +103,12 @@ def _step_up_challenge(decision: Decision, realm: str) -> str:
     step_up = decision.step_up
     if step_up is not None:
         # The loader admits only visible ASCII without quote or backslash in acr values.
-        acr_values = [v for v in step_up.acr_values if _TOKEN_CHARS.fullmatch(v)]
+        acr_values = [v for v in step_up.acr_values if ACR_VALUE.fullmatch(v)]
         if acr_values:
             parts.append(f'acr_values="{" ".join(acr_values)}"')
         if step_up.max_age is not None:
             parts.append(f"max_age={int(step_up.max_age)}")
     return ", ".join(parts)
-
-
-_TOKEN_CHARS = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 _REMOVED: dict[tuple[str, ...], bytes] = {}

@@ -1,0 +1,53 @@
+"""What every settings section shares: the strict frozen model, URL and claim-path checks."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+
+class Model(BaseModel):
+    """A settings section: unknown keys are errors, values never change after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host in ("localhost", None):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(value: str, field: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return value  # loopback only: local development and tests
+    raise ValueError(f"{field} must be an https URL (plain http is accepted on loopback only)")
+
+
+def cidr(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32")
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR ({exc})") from None
+
+
+Cidr = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(cidr)]
+
+
+def claim_path(value: str | None) -> str | None:
+    if value is not None and (value == "" or "" in value.split(".")):
+        raise ValueError("expected a claim name or a dotted path without empty parts")
+    return value

@@ -1,0 +1,105 @@
+"""Token issuers (OIDC providers): where keys come from and what tokens must carry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from app.durations import Duration
+from app.settings.base import Model, check_url
+
+# Asymmetric algorithms only: keys come from a public JWKS, so HMAC ("HS*") would let anyone
+# holding the public key forge tokens, and "none" is no signature at all.
+SUPPORTED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class ClaimNames(Model):
+    """Where this IdP puts groups and scopes (dotted paths reach into nested claims)."""
+
+    groups: str = "groups"
+    scopes: str = "scope"
+
+
+class Jwks(Model):
+    refresh_interval: Duration = timedelta(minutes=5)
+    max_staleness: Duration = timedelta(hours=24)
+    kid_miss_min_interval: Duration = timedelta(seconds=30)
+    fetch_timeout: Duration = timedelta(seconds=5)
+    max_bytes: int = Field(default=512 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Jwks:
+        second = timedelta(seconds=1)
+        if self.refresh_interval < second or self.kid_miss_min_interval < second:
+            # Below a second, refreshes and kid-miss refetches would hammer the IdP.
+            raise ValueError("refresh_interval and kid_miss_min_interval must be at least 1s")
+        if self.max_staleness < self.refresh_interval:
+            raise ValueError("max_staleness must be at least refresh_interval")
+        if not timedelta(0) < self.fetch_timeout <= self.refresh_interval:
+            raise ValueError("fetch_timeout must be positive and at most refresh_interval")
+        return self
+
+
+class Issuer(Model):
+    issuer: str
+    discovery: bool = True  # false when jwks_uri is given
+    jwks_uri: str | None = None
+    audiences: list[str] = Field(min_length=1)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    max_token_lifetime: Duration = timedelta(minutes=15)
+    leeway: Duration = timedelta(seconds=30)
+    claims: ClaimNames = ClaimNames()
+    jwks: Jwks = Jwks()
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return check_url(value, "issuer")
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _jwks_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "jwks_uri")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"unsupported algorithm(s) {bad}; allowed: {sorted(SUPPORTED_ALGORITHMS)} "
+                "(never 'none', never HMAC with keys from a JWKS)"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jwks_uri_pins_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("jwks_uri") is not None:
+            if data.get("discovery") is True:
+                raise ValueError("give either discovery: true or jwks_uri, not both")
+            data = {**data, "discovery": False}
+        return data
+
+    @model_validator(mode="after")
+    def _key_source(self) -> Issuer:
+        if not self.discovery and self.jwks_uri is None:
+            raise ValueError("set discovery: true or give jwks_uri")
+        if self.max_token_lifetime <= timedelta(0):
+            raise ValueError("max_token_lifetime must be positive")
+        return self
+
+
+class Token(Model):
+    """Where tokens are read from and how large they may be."""
+
+    cookie: str | None = None
+    max_bytes: int = Field(default=8192, ge=256, le=65536)
+    # Verified tokens remembered (by SHA-256 digest, never the token) so that a repeated token
+    # skips the signature check; exp/iat/nbf are checked again on every use, and a key change
+    # drops the memory. 0 turns the cache off. About 2 KB per entry.
+    cache_size: int = Field(default=10_000, ge=0, le=1_000_000)

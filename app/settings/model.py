@@ -1,0 +1,75 @@
+"""The whole configuration: one ``Settings`` of every section, with ZTAUTHZ_* overrides.
+
+Nested keys use ``__`` in environment names (``ZTAUTHZ_SERVER__CHECK__PORT=9001``); lists are
+given as JSON (``ZTAUTHZ_ISSUERS='[{"issuer": ...}]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.settings.evidence import EvidenceSettings
+from app.settings.issuers import Issuer, Token
+from app.settings.policy import GrantSettings, ReloadSettings
+from app.settings.response import Response
+from app.settings.server import Server
+from app.settings.telemetry import TelemetrySettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZTAUTHZ_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: Server = Server()
+    issuers: list[Issuer] = Field(min_length=1)
+    policies: Path = Path("policies")
+    # A second policy directory evaluated beside the live one: differences are logged only.
+    policies_candidate: Path | None = None
+    grants: GrantSettings = GrantSettings()
+    reload: ReloadSettings = ReloadSettings()
+    token: Token = Token()
+    response: Response = Response()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    evidence: EvidenceSettings = EvidenceSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("issuers")
+    @classmethod
+    def _unique_issuers(cls, value: list[Issuer]) -> list[Issuer]:
+        seen = [i.issuer for i in value]
+        dupes = sorted({i for i in seen if seen.count(i) > 1})
+        if dupes:
+            raise ValueError(f"issuer listed more than once: {dupes}")
+        return value
+
+    @model_validator(mode="after")
+    def _evidence_issuers(self) -> Settings:
+        known = {issuer.issuer for issuer in self.issuers}
+        unknown = [e.issuer for e in self.evidence.token_claims if e.issuer not in known]
+        if unknown:
+            raise ValueError(f"evidence.token_claims names issuer(s) not in issuers: {unknown}")
+        device = self.evidence.device_token
+        if device is not None and device.provider.issuer in known:
+            # A device token must never pass as an identity token, nor the other way round.
+            raise ValueError("evidence.device_token.provider must not also be an identity issuer")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file: the file is the base, ZTAUTHZ_* are per-deployment tweaks.
+        return (env_settings, init_settings)
