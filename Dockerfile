@@ -38,15 +38,6 @@ COPY requirements.lock /tmp/requirements.lock
 RUN python -m pip --python /opt/ztauthz/bin/python install \
         --require-hashes --only-binary=:all: --no-deps \
         -r /tmp/requirements.lock
-# xds-protos bundles an old copy of opentelemetry/proto that overwrites opentelemetry-proto's
-# files when pip installs it later (the order is not guaranteed); reinstall the real one
-# last, from its own hashed entry in the lock.
-RUN awk '/^opentelemetry-proto==/{p=1} p{print} p && !/\\$/{exit}' /tmp/requirements.lock \
-        > /tmp/opentelemetry-proto.lock \
-    && python -m pip --python /opt/ztauthz/bin/python install \
-        --require-hashes --only-binary=:all: --no-deps --force-reinstall \
-        -r /tmp/opentelemetry-proto.lock
-
 # The code only (the policy schema ships inside app/policy); configuration and policies are
 # mounted at run time, never baked in.
 COPY app /opt/ztauthz/src/app

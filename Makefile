@@ -4,13 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# xds-protos (Envoy's API types) bundles an old copy of the opentelemetry/proto package; when pip
-# happens to install it after opentelemetry-proto, the OTLP exporters stop importing. Reinstall
-# the real opentelemetry-proto last, at the version already resolved.
-FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
-	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+# Two locks (docs/packaging.md): requirements.lock is what `serve` runs on (the container image
+# installs exactly it); requirements-dev.lock is that plus the dev extra (tests, linters, Envoy),
+# resolved under requirements.lock so both agree on every runtime version. `make lock` regenerates
+# both after a change to pyproject.toml, keeping every pin it can; `make lock LOCK_ARGS=--upgrade`
+# moves everything to the newest versions the ranges allow.
+LOCK_FLAGS = --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links --no-emit-index-url $(LOCK_ARGS)
 
-.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl redis clean bench container-check sbom
+.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl redis clean bench \
+	container-check sbom lock protos
 
 # Coverage floor for `make test` (branch coverage of app/): raised as the suite grows, never
 # lowered. The HTML report lands in htmlcov/index.html (make coverage-report).
@@ -20,14 +23,26 @@ PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 help: ## list the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(FIX_OTEL_PROTO)
+# The venv holds exactly requirements-dev.lock (every file checked against its hash; --clear drops
+# whatever an older lock left), then ztauthz itself, editable.
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the package and its dev extras
+
+lock: $(STAMP) ## regenerate requirements.lock and requirements-dev.lock after editing pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --output-file=requirements.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra=dev --constraint=requirements.lock \
+	  --output-file=requirements-dev.lock pyproject.toml
+
+# app/protos/envoy_ext_authz_pb2.py(i) from ztauthz's own app/protos/envoy_ext_authz.proto
+# (docs/packaging.md); commit the result (tests/unit/core/test_protos.py compares).
+protos: $(STAMP) ## regenerate app/protos/envoy_ext_authz_pb2.py(i) from app/protos/envoy_ext_authz.proto
+	$(BIN)/python tools/generate_protos.py
 
 # Node.js and npm run the interop tests' OIDC provider: installed from Debian when missing.
 tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
@@ -85,8 +100,8 @@ bench: $(STAMP) ## load and micro benchmarks against baselines (bench/README.md)
 	@command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(FIX_OTEL_PROTO)
+	sed -e '/^ *--hash=/d' -e 's/ \\$$//' requirements-dev.lock > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
 # The CycloneDX SBOM (JSON, spec 1.6) of the image's Python runtime set: every pinned, hashed

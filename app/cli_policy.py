@@ -1,11 +1,15 @@
 """``ztauthz policy check | policy test`` and ``ztauthz explain``: policy tooling for people and CI.
 
-Exit codes (as CI expects them):
+Exit codes (app/cli_common.py, as CI expects them):
 
 - ``policy check``: 0 valid (warnings are printed), 1 errors (or warnings with ``--strict``).
 - ``policy test``: 0 every case passed, 1 a case failed, 2 the policies or the test files are
   invalid or there are no test cases (nothing was run).
 - ``explain``: 0 allow, 1 deny, 2 invalid input (policies, token, claims, request).
+
+Output: the result on stdout (``policy check``: its findings and verdict; ``policy test``: the
+cases and the tally; ``explain``: the decision and its trace); on stderr what stopped a command
+from doing its job (exit 2) and notes about the input.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
+from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
+from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
 from app.http_facts import AUTHORIZATION
 from app.policy.loader import (
@@ -31,10 +37,6 @@ from app.policy.loader import (
     as_timestamp,
     compile_policy_dir,
 )
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -62,9 +64,9 @@ def _now(args: argparse.Namespace) -> float:
     return float(args.now) if args.now is not None else time.time()
 
 
-def _print_problems(problems: list[Problem]) -> None:
+def _print_problems(problems: list[Problem], file: TextIO = sys.stdout) -> None:
     for problem in problems:
-        print(problem)
+        print(problem, file=file)
 
 
 # --- policy check ------------------------------------------------------------------------------
@@ -80,16 +82,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]
     if errors:
-        print(f"{len(errors)} error(s), {len(warnings)} warning(s) in {args.dir}", file=sys.stderr)
+        print(f"{len(errors)} error(s), {len(warnings)} warning(s) in {args.dir}")
         return EXIT_FAILED
     if warnings and args.strict:
-        print(f"{len(warnings)} warning(s) in {args.dir} (--strict)", file=sys.stderr)
+        print(f"{len(warnings)} warning(s) in {args.dir} (--strict)")
         return EXIT_FAILED
     summary = (
         f"{compiled.rule_count} rules, {len(compiled.grants.grants)} grants" if compiled else ""
     )
     suffix = f", {len(warnings)} warning(s)" if warnings else ""
-    print(f"{args.dir}: ok ({summary}{suffix})", file=sys.stderr)
+    print(f"{args.dir}: ok ({summary}{suffix})")
     return EXIT_OK
 
 
@@ -104,7 +106,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     errors = [p for p in problems if p.severity == "error"]
     cases, test_problems = read_test_files(root, _now(args))
     if errors or test_problems or compiled is None:
-        _print_problems(errors + test_problems)
+        _print_problems(errors + test_problems, sys.stderr)
         print("policies or tests are invalid; no case was run", file=sys.stderr)
         return EXIT_INVALID
     results = run_cases(compiled, cases, args.run)
@@ -207,7 +209,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )
     problems, compiled = compile_policy_dir(policies_dir, options)
     if compiled is None:
-        _print_problems([p for p in problems if p.severity == "error"])
+        _print_problems([p for p in problems if p.severity == "error"], sys.stderr)
         return EXIT_INVALID
     try:
         request = PolicyInput(
@@ -228,7 +230,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             if token is not None and args.config is not None:
                 principal = asyncio.run(_verified(token, Path(args.config), now))
             elif token is not None:
-                print("note: token signature NOT verified (give --config to verify it)")
+                print(
+                    "note: token signature NOT verified (give --config to verify it)",
+                    file=sys.stderr,
+                )
                 claims = jwt.decode(token, options={"verify_signature": False})
                 principal = principal_from_test_claims(claims, now)
     except TokenError as exc:
@@ -275,16 +280,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grant-max-duration",
         type=_max_duration,
-        default=DEFAULT_GRANT_MAX_DURATION,
+        default=f"{DEFAULT_GRANT_MAX_DURATION / 3600:g}h",  # argparse parses it with type=
         metavar="DURATION",
-        help="the longest a grant may last (as grants.max_duration; default 8h)",
+        help="the longest a grant may last, as grants.max_duration in the configuration",
     )
     parser.add_argument(
         "--now",
         type=_moment,
         default=None,
         metavar="TIME",
-        help="decide as of this RFC 3339 time (default: now)",
+        help="decide as of this RFC 3339 time (default: the current time)",
     )
 
 
@@ -292,30 +297,68 @@ def add_policy_commands(
     policy_sub: argparse._SubParsersAction[argparse.ArgumentParser],
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    check = policy_sub.add_parser("check", help="validate and lint a policy directory")
-    check.add_argument("dir", help="policy directory")
+    check = add_command(
+        policy_sub,
+        "check",
+        "validate and lint a policy directory",
+        "Validate and lint a policy directory: prints each problem (file:line) and a verdict "
+        "on stdout; exits 1 on errors (or on warnings with --strict).",
+    )
+    check.add_argument("dir", help="the policy directory")
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     _common(check)
     check.set_defaults(func=cmd_check)
 
-    test = policy_sub.add_parser("test", help="run the *_test.yaml cases of a policy directory")
-    test.add_argument("dir", help="policy directory")
-    test.add_argument("--run", metavar="REGEX", help="only cases whose suite/name matches")
+    test = add_command(
+        policy_sub,
+        "test",
+        "run the *_test.yaml cases of a policy directory",
+        "Run the *_test.yaml cases of a policy directory: PASS/FAIL per case and a tally on "
+        "stdout; exits 1 if a case fails, 2 if the policies or tests are invalid or none exist.",
+    )
+    test.add_argument("dir", help="the policy directory")
+    test.add_argument(
+        "--run", metavar="REGEX", help="only the cases whose suite/name matches (default: all)"
+    )
     test.add_argument("-v", "--verbose", action="store_true", help="show passing outcomes")
     _common(test)
     test.set_defaults(func=cmd_test)
 
-    explain = sub.add_parser("explain", help="decide one request and show, rule by rule, why")
-    explain.add_argument("--method", default="GET")
-    explain.add_argument("--host", default="api.example.com")
+    explain = add_command(
+        sub,
+        "explain",
+        "decide one request and show, rule by rule, why",
+        "Decide one request offline against a policy directory and show, rule by rule, why: "
+        "exits 0 on allow, 1 on deny, 2 on invalid input.",
+    )
+    explain.add_argument("--method", default="GET", help="the request's HTTP method")
+    explain.add_argument(
+        "--host", default="api.example.com", help="the request's host (:authority)"
+    )
     explain.add_argument("--path", required=True, help="the original path (query included)")
-    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
+    explain.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a request header (repeatable); a bearer Authorization header is the token "
+        "unless --token, --token-file or --claims gives one",
+    )
     who = explain.add_mutually_exclusive_group()
-    who.add_argument("--token", help="a bearer token (verified only with --config)")
-    who.add_argument("--token-file", help="a file holding the bearer token")
-    who.add_argument("--claims", help="a JSON or YAML file of (already verified) claims")
-    explain.add_argument("--policies", help="policy directory (default: the one in --config)")
-    explain.add_argument("--config", help="ztauthz configuration: its policies and issuers")
+    who.add_argument(
+        "--token", help="a bearer token (its signature is verified only with --config)"
+    )
+    who.add_argument("--token-file", metavar="FILE", help="a file holding the bearer token")
+    who.add_argument(
+        "--claims", metavar="FILE", help="a JSON or YAML file of (already verified) claims"
+    )
+    explain.add_argument(
+        "--policies", metavar="DIR", help="policy directory (default: the one in --config)"
+    )
+    explain.add_argument(
+        "--config", metavar="FILE", help="ztauthz configuration: its policies and issuers"
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     _common(explain)
     explain.set_defaults(func=cmd_explain)

@@ -178,9 +178,12 @@ class PolicyReloader:
         )
         if same_live and same_candidate:
             return False  # touched but identical content: nothing to swap
-        self._runtime.replace_policies(new_live, new_candidate)
         self._counters.reloads += 1
         self._counters.last_reload = self._clock()
+        # The policies and their report in one swap: /readyz reads one snapshot (issue 16).
+        self._runtime.replace_policies(
+            new_live, new_candidate, self._status(new_live, new_candidate)
+        )
         self._emit(
             "policies_reloaded",
             policy_version=new_live.version,
@@ -249,10 +252,15 @@ class PolicyReloader:
 
     def _publish(self) -> None:
         state = self._runtime.state
+        self._runtime.set_reload_status(self._status(state.policies, state.candidate))
+
+    def _status(
+        self, policies: CompiledPolicies, candidate: CompiledPolicies | None
+    ) -> dict[str, object]:
         status: dict[str, object] = {
             "watch": self._watch,
             "interval_seconds": self._interval,
-            "policy_version": state.policies.version,
+            "policy_version": policies.version,
             "reloads": self._counters.reloads,
             "failures": self._counters.failures,
             "last_reload": None
@@ -261,9 +269,9 @@ class PolicyReloader:
             "last_error": _error(self._live),
         }
         if self._candidate.path is not None:
-            status["candidate_version"] = state.candidate.version if state.candidate else None
+            status["candidate_version"] = candidate.version if candidate else None
             status["candidate_last_error"] = _error(self._candidate)
-        self._runtime.reload_status = status
+        return status
 
 
 def _error(source: _Source) -> dict[str, object] | None:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 import httpx
 
@@ -87,6 +87,11 @@ class RuntimeState:
     # What security events and operators revoked (app/signals/): one view for the runtime's
     # life, shared by every state it swaps in.
     revocations: RevocationView = field(default_factory=RevocationView)
+    # Readiness detail about policy reloads (app/reload.py): part of the snapshot, so /readyz
+    # never shows the policies of one reload beside the reload report of another.
+    reload_status: Mapping[str, object] = field(
+        default_factory=lambda: MappingProxyType({"enabled": False})
+    )
     # Decisions of plain rules (app/policy/memo.py); a new state, a new memo.
     memo: DecisionMemo = field(default_factory=DecisionMemo, init=False, compare=False, repr=False)
 
@@ -153,8 +158,6 @@ class Runtime:
             else None
         )
         self._swap_lock = threading.Lock()
-        # Readiness detail about policy reloads (app/reload.py keeps it current).
-        self.reload_status: Mapping[str, object] = {"enabled": False}
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         # The shared store (DPoP replay cache; revocations): memory, or Redis for replicas.
         self.store = open_store(settings.store)
@@ -226,13 +229,32 @@ class Runtime:
             )
 
     def replace_policies(
-        self, policies: CompiledPolicies, candidate: CompiledPolicies | None
+        self,
+        policies: CompiledPolicies,
+        candidate: CompiledPolicies | None,
+        reload_status: Mapping[str, object] | None = None,
     ) -> RuntimeState:
-        """Swap in new compiled policies: one reference assignment, so every check sees either
-        the old or the new state, never a mix and never none."""
+        """Swap in new compiled policies (and the reload report that goes with them): one
+        reference assignment, so every reader sees either the old or the new state, never a mix
+        and never none."""
         with self._swap_lock:
-            self.state = dataclasses.replace(self.state, policies=policies, candidate=candidate)
+            changes: dict[str, object] = {"policies": policies, "candidate": candidate}
+            if reload_status is not None:
+                changes["reload_status"] = MappingProxyType(dict(reload_status))
+            self.state = dataclasses.replace(self.state, **changes)  # type: ignore[arg-type]
             return self.state
+
+    def set_reload_status(self, reload_status: Mapping[str, object]) -> None:
+        """A new reload report for the same policies (a rejected change, the first report);
+        an unchanged report keeps the state (and its decision memo) as it is."""
+        with self._swap_lock:
+            if dict(reload_status) != dict(self.state.reload_status):
+                status = MappingProxyType(dict(reload_status))
+                self.state = dataclasses.replace(self.state, reload_status=status)
+
+    @property
+    def reload_status(self) -> Mapping[str, object]:
+        return self.state.reload_status
 
     def is_ready(self) -> bool:
         now = self._clock()

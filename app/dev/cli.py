@@ -14,14 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+from app.cli_common import EXIT_OK, EXIT_USAGE, HelpFormatter, add_command
+from app.dev import state
 
-DEFAULT_KEYS = Path(".dev/keys")
 DEFAULT_ISSUER_PORT = 9400
 DEFAULT_UPSTREAM_PORT = 8081
-DEFAULT_DEVICE_KEYS = Path(".dev/device-keys")
 DEFAULT_DEVICE_ISSUER_PORT = 9401
+DEV_DIR_HELP = (
+    f"The dev state directory is ${state.ENV} if set, else .dev in the source checkout, else "
+    "~/.local/state/ztauthz/dev (docs/cli.md)."
+)
 POSTURE = frozenset(
     {
         "managed",
@@ -39,12 +41,13 @@ STACK_MODULE = "app.dev.stack"
 
 def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``dev`` with its subcommands; each sets ``func(args) -> exit code``."""
-    dev = subparsers.add_parser(
+    dev = add_command(
+        subparsers,
         "dev",
-        help="local development tools (dev issuer, tokens, demo upstream, demo stack)",
-        description="DEVELOPMENT ONLY: tools for the local demo and tests.",
+        "local development tools (dev issuer, tokens, demo upstream, demo stack)",
+        "DEVELOPMENT ONLY: tools for the local demo and tests.",
     )
-    commands = dev.add_subparsers(dest="dev_command", required=True)
+    commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
     _add_issuer(commands)
     _add_token(commands)
     _add_device_token(commands)
@@ -57,35 +60,51 @@ def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _add_issuer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "issuer",
-        help="serve OIDC discovery and the JWKS of the dev keys",
-        description="Serve /.well-known/openid-configuration and /jwks.json for the dev keys. "
-        "Prints the issuer URL on stdout once listening.",
+        "serve OIDC discovery and the JWKS of the dev keys",
+        "Serve /.well-known/openid-configuration and /jwks.json for the dev keys. "
+        f"Prints the issuer URL on stdout once listening. {DEV_DIR_HELP}",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_ISSUER_PORT, help="0: any free port")
-    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
-    parser.add_argument("--issuer-url", help="issuer identifier (default http://HOST:PORT)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_ISSUER_PORT, help="port to listen on (0: any free)"
+    )
+    parser.add_argument(
+        "--keys", type=Path, default=state.keys_dir(), help="keys directory (created if missing)"
+    )
+    parser.add_argument(
+        "--issuer-url", help="issuer identifier (default: http://HOST:PORT as bound)"
+    )
     parser.set_defaults(func=_cmd_issuer)
 
 
 def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "token",
-        help="print a signed dev access token",
-        description="Mint an access token signed with the dev keys; prints only the token.",
+        "print a signed dev access token",
+        "Mint an access token signed with the dev keys: the token alone on stdout, and on "
+        "stderr which issuer and keys it is for and whether a dev stack runs with them. "
+        f"{DEV_DIR_HELP}",
     )
-    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
     parser.add_argument(
-        "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss claim"
+        "--keys", type=Path, default=state.keys_dir(), help="keys directory (created if missing)"
+    )
+    parser.add_argument(
+        "--issuer",
+        help="iss claim (default: the running dev stack's issuer, else "
+        f"http://127.0.0.1:{DEFAULT_ISSUER_PORT})",
     )
     parser.add_argument("--aud", action="append", required=True, help="aud (repeatable)")
-    parser.add_argument("--sub", default="alice", help="sub claim (alice)")
+    parser.add_argument("--sub", default="alice", help="sub claim")
     parser.add_argument("--group", action="append", default=[], help="group (repeatable)")
     parser.add_argument("--scope", action="append", default=[], help="scope (repeatable)")
-    parser.add_argument("--alg", choices=("RS256", "ES256"), default="RS256")
-    parser.add_argument("--ttl", type=_duration, default=300.0, help="lifetime, e.g. 5m (5m)")
+    parser.add_argument(
+        "--alg", choices=("RS256", "ES256"), default="RS256", help="signing algorithm"
+    )
+    parser.add_argument("--ttl", type=_duration, default="5m", help="lifetime, e.g. 5m or 1h")
     parser.add_argument(
         "--claim",
         action="append",
@@ -113,16 +132,24 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_device_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "device-token",
-        help="print a signed dev device attestation token (as an MDM would issue)",
-        description="Mint a device attestation token (sub = the device id) signed with the dev "
+        "print a signed dev device attestation token (as an MDM would issue)",
+        "Mint a device attestation token (sub = the device id) signed with the dev "
         "device provider's keys; send it in x-device-token beside an identity token whose "
         "device_id claim names the same device. Prints only the token.",
     )
-    parser.add_argument("--keys", type=Path, default=DEFAULT_DEVICE_KEYS, help="keys directory")
     parser.add_argument(
-        "--issuer", default=f"http://127.0.0.1:{DEFAULT_DEVICE_ISSUER_PORT}", help="iss claim"
+        "--keys",
+        type=Path,
+        default=state.device_keys_dir(),
+        help="keys directory (created if missing)",
+    )
+    parser.add_argument(
+        "--issuer",
+        help="iss claim (default: the running dev stack's device issuer, else "
+        f"http://127.0.0.1:{DEFAULT_DEVICE_ISSUER_PORT})",
     )
     parser.add_argument("--aud", action="append", required=True, help="aud (repeatable)")
     parser.add_argument("--device-id", required=True, help="sub claim: the device id")
@@ -135,20 +162,25 @@ def _add_device_token(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="posture claim (repeatable): managed, compliant, disk_encrypted, screen_lock "
         "(true/false), risk_score, os_name, os_version, country; VALUE is JSON if it parses",
     )
-    parser.add_argument("--alg", choices=("RS256", "ES256"), default="ES256")
-    parser.add_argument("--ttl", type=_duration, default=300.0, help="lifetime, e.g. 5m (5m)")
+    parser.add_argument(
+        "--alg", choices=("RS256", "ES256"), default="ES256", help="signing algorithm"
+    )
+    parser.add_argument("--ttl", type=_duration, default="5m", help="lifetime, e.g. 5m or 1h")
     parser.set_defaults(func=_cmd_device_token)
 
 
 def _add_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "upstream",
-        help="serve the demo upstream (echoes each request as JSON)",
-        description="Answer every request with 200 and a JSON echo of method, path and headers. "
+        "serve the demo upstream (echoes each request as JSON)",
+        "Answer every request with 200 and a JSON echo of method, path and headers. "
         "Prints its base URL on stdout once listening.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_UPSTREAM_PORT, help="0: any free port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_UPSTREAM_PORT, help="port to listen on (0: any free)"
+    )
     parser.set_defaults(func=_cmd_upstream)
 
 
@@ -167,7 +199,7 @@ def _add_signal(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--receiver", required=True, help="push URL, e.g. http://127.0.0.1:9200/ssf/dev"
     )
     parser.add_argument("--token-file", type=Path, required=True, help="the stream's push token")
-    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
+    parser.add_argument("--keys", type=Path, default=state.keys_dir(), help="keys directory (the dev issuer's)")
     parser.add_argument(
         "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss (the transmitter)"
     )
@@ -183,9 +215,10 @@ def _add_stack(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # The stack's own options are parsed by the stack's parser when the command runs, so that
     # building this parser does not import the stack (and through it processes and Envoy).
     # No option prefix here: every argument, --help included, reaches the stack's parser.
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "stack",
-        help="run the local demo stack (see `ztauthz dev stack --help`)",
+        "run the local demo stack (see `ztauthz dev stack --help`)",
         add_help=False,
         prefix_chars="\0",
     )
@@ -242,11 +275,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
         return _fail("token", exc)
     extra.update(dict(args.claim))
     extra.update(dict.fromkeys(args.drop_claim, DROP))
+    stack = state.running_stack(args.keys.parent)
+    issuer = args.issuer or (stack or {}).get("issuer") or f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}"
     try:
+        new = not args.keys.is_dir()
         keys = DevKeys.load_or_create(args.keys)
         token = mint(
             keys,
-            issuer=args.issuer,
+            issuer=issuer,
             audience=args.aud[0] if len(args.aud) == 1 else list(args.aud),
             subject=args.sub,
             groups=args.group,
@@ -258,6 +294,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     except (DevKeyError, ValueError, TypeError) as exc:
         return _fail("token", exc)
     print(token)
+    _say_for_whom("token", issuer, args.keys, new, stack, "issuer")
     return EXIT_OK
 
 
@@ -275,6 +312,33 @@ def _binding(dpop_key: Path | None, certificate: Path | None) -> dict[str, Any]:
     return {"cnf": cnf} if cnf else {}
 
 
+def _say_for_whom(
+    command: str, issuer: str, keys: Path, new: bool, stack: dict[str, Any] | None, role: str
+) -> None:
+    """On stderr: which issuer and keys the token is for, and whether a stack trusts them."""
+    print(f"ztauthz dev {command}: iss {issuer}, signed with the keys in {keys}", file=sys.stderr)
+    if new:
+        print(
+            f"ztauthz dev {command}: created new keys in {keys}: only an issuer started "
+            "after this trusts them (a running stack with other keys answers 401)",
+            file=sys.stderr,
+        )
+    if stack is None:
+        print(f"ztauthz dev {command}: no dev stack is running on {keys.parent}", file=sys.stderr)
+    elif stack.get(role) != issuer:
+        print(
+            f"ztauthz dev {command}: the dev stack running on {keys.parent} has {role} "
+            f"{stack.get(role)}, not {issuer}: it will not accept this token",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"ztauthz dev {command}: for the dev stack running on {keys.parent} "
+            f"(pid {stack.get('pid')})",
+            file=sys.stderr,
+        )
+
+
 def _cmd_device_token(args: argparse.Namespace) -> int:
     from app.dev.keys import DevKeyError, DevKeys
     from app.dev.tokens import mint_device_token
@@ -283,12 +347,19 @@ def _cmd_device_token(args: argparse.Namespace) -> int:
     unknown = sorted(set(posture) - POSTURE)
     if unknown:
         return _fail("device-token", ValueError(f"unknown posture claim(s) {unknown}"))
+    stack = state.running_stack(args.keys.parent)
+    issuer = (
+        args.issuer
+        or (stack or {}).get("device_issuer")
+        or f"http://127.0.0.1:{DEFAULT_DEVICE_ISSUER_PORT}"
+    )
     try:
+        new = not args.keys.is_dir()
         keys = DevKeys.load_or_create(args.keys)
         token = mint_device_token(
             keys,
             alg=args.alg,
-            issuer=args.issuer,
+            issuer=issuer,
             audience=args.aud[0] if len(args.aud) == 1 else list(args.aud),
             device_id=args.device_id,
             ttl=args.ttl,
@@ -297,6 +368,7 @@ def _cmd_device_token(args: argparse.Namespace) -> int:
     except (DevKeyError, ValueError, TypeError) as exc:
         return _fail("device-token", exc)
     print(token)
+    _say_for_whom("device-token", issuer, args.keys, new, stack, "device_issuer")
     return EXIT_OK
 
 
@@ -357,7 +429,10 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     parser = argparse.ArgumentParser(
-        prog="ztauthz dev stack", description="DEVELOPMENT ONLY: run the local demo stack."
+        prog="ztauthz dev stack",
+        description="DEVELOPMENT ONLY: run the local demo stack (issuers, upstream, Envoy plain "
+        "and mTLS, ztauthz) on 127.0.0.1 until Ctrl-C, and print how to try it.",
+        formatter_class=HelpFormatter,
     )
     stack.add_arguments(parser)
     return int(stack.run(parser.parse_args(args.stack_args)))

@@ -9,8 +9,10 @@ a workload (mTLS, no token) request.
 Ctrl-C (or SIGTERM) stops everything in reverse order. ``--check`` sends the three requests
 itself and exits 0 only if each got the expected answer.
 
-Everything it writes goes to one directory (``.dev/`` by default): the dev keys (shared with
-``ztauthz dev token``), the generated ztauthz and Envoy configurations, and one log per process.
+Everything it writes goes to one directory (the dev state directory, app/dev/state.py: ``.dev/``
+of the source checkout by default): the dev keys (shared with ``ztauthz dev token``), the
+generated ztauthz and Envoy configurations, one log per process, and ``stack.json`` while it runs
+(which issuers it serves, for ``dev token``).
 The integration tests start the same stack through ``start_stack``.
 """
 
@@ -37,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from app.cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from app.dev import state
 from app.dev.envoy import (
     SHIPPED_ENVOY_CONFIG,
     SHIPPED_ENVOY_MTLS_CONFIG,
@@ -693,10 +697,13 @@ def _summary(request: DemoRequest, reply: Reply) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Ports()
-    parser.add_argument("--dir", type=Path, default=Path(".dev"), help="work directory (.dev)")
     parser.add_argument(
-        "--policies", type=Path, default=SHIPPED_POLICIES, help="policy directory (policies/)"
+        "--dir",
+        type=Path,
+        default=state.dev_dir(),
+        help=f"work directory: keys, PKI, configurations, logs (${state.ENV} sets the default)",
     )
+    parser.add_argument("--policies", type=Path, default=SHIPPED_POLICIES, help="policy directory")
     parser.add_argument(
         "--check",
         action="store_true",
@@ -708,7 +715,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=f"{f.name}_port",
             type=int,
             default=getattr(defaults, f.name),
-            help=f"{f.name.replace('_', ' ')} port ({getattr(defaults, f.name)}; 0: any free)",
+            help=f"{f.name.replace('_', ' ')} port (0: any free)",
         )
 
 
@@ -737,7 +744,7 @@ def run(args: argparse.Namespace) -> int:
         ports = ports.resolved()
     except ValueError as exc:
         print(f"ztauthz dev stack: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     out = sys.stdout
     try:
         with _stop_on_signals(), ProcessGroup() as group:
@@ -747,7 +754,7 @@ def run(args: argparse.Namespace) -> int:
             )
             stack = start_stack(
                 group,
-                workdir=args.dir,
+                workdir=args.dir.resolve(),  # the hints print it: valid from any directory
                 ports=ports,
                 policies=args.policies,
                 mtls=True,
@@ -756,16 +763,29 @@ def run(args: argparse.Namespace) -> int:
             requests = demo_requests(stack, now=time.time())
             if args.check:
                 return _check(stack, requests)
-            _explain(stack, requests)
-            while True:
-                group.check_alive()
-                time.sleep(0.5)
+            state.write_stack_record(
+                stack.workdir,
+                {
+                    "pid": os.getpid(),
+                    "issuer": stack.issuer_url,
+                    "device_issuer": stack.device_issuer_url,
+                    "audience": stack.audience,
+                    "envoy": stack.envoy_url,
+                },
+            )
+            try:
+                _explain(stack, requests)
+                while True:
+                    group.check_alive()
+                    time.sleep(0.5)
+            finally:
+                state.clear_stack_record(stack.workdir)
     except _Stop:
         print("\nstopped.", file=out)
-        return 130 if args.check else 0
+        return EXIT_INTERRUPTED if args.check else EXIT_OK
     except (ProcessError, DevKeyError, EnvoyConfigError, EnvoyNotFound) as exc:
         print(f"ztauthz dev stack: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE  # a start-up error (app/cli_common.py)
 
 
 def signal_demo(stack: Stack) -> list[str]:
@@ -829,7 +849,7 @@ def _check(stack: Stack, requests: list[DemoRequest]) -> int:
     total = len(requests) + 1
     failed += bool(wrong)
     print(f"demo check: {total - failed} of {total} scenarios as expected")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _explain(stack: Stack, requests: list[DemoRequest]) -> None:
@@ -863,20 +883,23 @@ Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
         print(f"# {request.title}")
         print(curl_command(stack, request))
         print()
+    # As printed, these run in any shell, from any directory: the CLI by its full path, the
+    # keys and issuers named (docs/cli.md, "The local stack").
+    ztauthz = shlex.join(ztauthz_command())
     print(
-        "More tokens: ztauthz dev token --keys "
+        f"More tokens: {ztauthz} dev token --keys "
         f"{shlex.quote(str(stack.workdir / 'keys'))} --issuer {stack.issuer_url} "
         f"--aud {stack.audience} --sub bob --group finance --scope invoices:read\n"
-        "Device evidence: add --device-id laptop-1 to that token, and send "
-        '-H "x-device-token: $(ztauthz dev device-token --keys '
+        "Device and location evidence: add --device-id laptop-1 --country DE to that token, "
+        f'and send -H "x-device-token: $({ztauthz} dev device-token --keys '
         f"{shlex.quote(str(stack.workdir / 'device-keys'))} --issuer {stack.device_issuer_url} "
-        f'--aud {stack.audience} --device-id laptop-1)"\n'
+        f'--aud {stack.audience} --device-id laptop-1 --posture compliant=true)"\n'
         "Security events: a CAEP session-revoked for alice, signed by the dev transmitter:\n"
-        f"  ztauthz dev signal session-revoked --receiver {stack.receiver_url} "
+        f"  {ztauthz} dev signal session-revoked --receiver {stack.receiver_url} "
         f"--token-file {shlex.quote(str(stack.workdir / PUSH_TOKEN_FILE))} "
         f"--keys {shlex.quote(str(stack.workdir / 'keys'))} --issuer {stack.issuer_url} "
         f"--aud {RECEIVER_AUDIENCE} --sub alice\n"
-        "Kill switch: ztauthz revoke --config "
+        f"Kill switch: {ztauthz} revoke --config "
         f"{shlex.quote(str(stack.config_path))} --subject alice\n"
         "Press Ctrl-C to stop everything.",
         flush=True,

@@ -8,30 +8,39 @@ import ssl
 import sys
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
+from app.cli_common import EXIT_OK, HelpFormatter, add_command
+from app.cli_common import EXIT_USAGE as EXIT_CONFIG
 
 
 def add_injector_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``injector serve``; it sets ``func(args) -> exit code`` like the other commands."""
-    injector = subparsers.add_parser(
+    injector = add_command(
+        subparsers,
         "injector",
-        help="the Kubernetes sidecar injection webhook",
-        description="Mutating admission webhook adding ztauthz and Envoy to the pods that ask.",
+        "the Kubernetes sidecar injection webhook",
+        "The Kubernetes mutating admission webhook that adds ztauthz and Envoy to the pods "
+        "that ask.",
     )
-    commands = injector.add_subparsers(dest="injector_command", required=True)
-    serve = commands.add_parser(
+    commands = injector.add_subparsers(dest="injector_command", required=True, metavar="COMMAND")
+    serve = add_command(
+        commands,
         "serve",
-        help="serve the webhook over TLS",
-        description="Serve POST /inject/namespace, POST /inject/pod and GET /healthz over "
-        "HTTPS. Prints the base URL on stdout once listening.",
+        "serve the webhook over TLS",
+        "Serve POST /inject/namespace, POST /inject/pod and GET /healthz over HTTPS. Prints "
+        "the base URL on stdout once listening; exits 2 on an invalid configuration or a "
+        "certificate or port it cannot use.",
     )
     serve.add_argument("--cert", type=Path, required=True, help="TLS certificate (PEM)")
     serve.add_argument("--key", type=Path, required=True, help="TLS private key (PEM)")
     serve.add_argument("--config", type=Path, required=True, help="injector configuration YAML")
-    serve.add_argument("--host", default="0.0.0.0", help="address to bind (0.0.0.0)")  # noqa: S104
-    serve.add_argument("--port", type=int, default=8443, help="port (8443; 0: any free port)")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8443, help="port to listen on (0: any free)")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="the least severe log record written to stderr",
+    )
     serve.set_defaults(func=_cmd_serve)
 
 
@@ -68,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m app.injector serve ...``: the same command without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="ztauthz")
+    parser = argparse.ArgumentParser(prog="ztauthz", formatter_class=HelpFormatter)
     add_injector_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["injector", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))

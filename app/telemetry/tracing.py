@@ -45,6 +45,7 @@ from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from app import __version__
+from app.preflight import PreflightError, propagator_names
 from app.settings import ConfigError
 from app.telemetry.span_export import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -61,6 +62,7 @@ SIGNALS_SPAN: Final = "ztauthz.check_signals"
 EVALUATE_SPAN: Final = "ztauthz.evaluate_policy"
 INTROSPECT_SPAN: Final = "ztauthz.confirm_token"  # a high_risk rule's introspection
 
+# One class per name app/preflight.py's PROPAGATORS lists (tests/unit/core/test_preflight.py).
 _PROPAGATORS: Mapping[str, type[TextMapPropagator]] = {
     "tracecontext": TraceContextTextMapPropagator,
     "baggage": W3CBaggagePropagator,
@@ -79,17 +81,15 @@ def default_propagator() -> TextMapPropagator:
 
 
 def propagator_from_env(environ: Mapping[str, str]) -> TextMapPropagator:
-    names = [n.strip().lower() for n in environ.get("OTEL_PROPAGATORS", "").split(",")]
-    names = [n for n in names if n]
+    """The propagator ``OTEL_PROPAGATORS`` names (its names checked in app/preflight.py)."""
+    try:
+        names = propagator_names(environ)
+    except PreflightError as exc:
+        raise ConfigError([str(exc)]) from None
     if not names:
         return default_propagator()
     if names == ["none"]:
         return CompositePropagator([])
-    unknown = sorted(set(names) - _PROPAGATORS.keys())
-    if unknown:
-        raise ConfigError(
-            [f"OTEL_PROPAGATORS: unsupported {unknown}; use {sorted(_PROPAGATORS)} or none"]
-        )
     return CompositePropagator([_PROPAGATORS[n]() for n in names])
 
 

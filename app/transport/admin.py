@@ -38,7 +38,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        state = runtime.state
+        state = runtime.state  # one snapshot: policies and reload report agree
         ready = runtime.is_ready()
         store = runtime.store_health.status()
         body = {
@@ -56,7 +56,7 @@ def create_admin_app(runtime: Runtime) -> FastAPI:
             "policy_version": state.policies.version,
             "rules": state.policies.rule_count,
             # Reload outcome: a rejected change shows here while the last good policies serve.
-            "policy_reload": dict(runtime.reload_status),
+            "policy_reload": dict(state.reload_status),
             # Continuous access evaluation: the shared store and the transmitters' streams.
             "signals": runtime.signals.status(),
         }

@@ -1,5 +1,10 @@
 """Envoy gRPC ext_authz transport: ``envoy.service.auth.v3.Authorization/Check``.
 
+The method is served under Envoy's path with ztauthz's own message classes (app/protos: the same
+fields and numbers as Envoy's, so the bytes are the same), registered by hand
+(``add_authorization``) because no generated service code names Envoy's path; clients (the
+tests) call it through ``check_method``.
+
 The servicer maps the CheckRequest to a RequestContext, calls ``Checker.check`` (the same call,
 pipeline and telemetry as the HTTP transport) and renders the Decision with the same renderer.
 It holds no authorization logic. One rule is gRPC's own: when ztauthz cannot decide (a 5xx
@@ -17,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -33,17 +37,65 @@ from app.transport.render import render
 log = logging.getLogger("ztauthz.grpc")
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+CHECK = "Check"
+CHECK_PATH = f"/{AUTHORIZATION_SERVICE}/{CHECK}"
 HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE)
 READINESS_POLL_SECONDS = 0.5
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+CheckHandler = Callable[
+    [grpc_wire.CheckRequest, grpc.aio.ServicerContext[Any, Any]], Awaitable[grpc_wire.CheckResponse]
+]
+
+
+def add_authorization(server: grpc.aio.Server, check: CheckHandler) -> None:
+    """Serve ``check`` as Envoy's ``Authorization/Check`` on ``server`` (before it starts)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        CHECK: grpc.unary_unary_rpc_method_handler(
+            check,
+            request_deserializer=grpc_wire.CheckRequest.FromString,
+            response_serializer=grpc_wire.CheckResponse.SerializeToString,
+        )
+    }
+    # As protoc's service code does: the generic handler, and the same handlers pre-registered
+    # (looked up once by grpc core instead of on every call).
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, handlers),)
+    )
+    server.add_registered_method_handlers(AUTHORIZATION_SERVICE, handlers)
+
+
+def check_method(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[grpc_wire.CheckRequest, grpc_wire.CheckResponse]:
+    """Envoy's ``Authorization/Check`` on ``channel``, as Envoy calls it (for tests)."""
+    return channel.unary_unary(
+        CHECK_PATH,
+        request_serializer=grpc_wire.CheckRequest.SerializeToString,
+        response_deserializer=grpc_wire.CheckResponse.FromString,
+    )
+
+
+def check_method_aio(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.UnaryUnaryMultiCallable[grpc_wire.CheckRequest, grpc_wire.CheckResponse]:
+    """``check_method`` on an asyncio channel."""
+    return channel.unary_unary(
+        CHECK_PATH,
+        request_serializer=grpc_wire.CheckRequest.SerializeToString,
+        response_deserializer=grpc_wire.CheckResponse.FromString,
+    )
+
+
+class AuthorizationServicer:
+    """``Authorization/Check``: CheckRequest -> RequestContext -> Checker -> CheckResponse."""
+
     def __init__(self, checker: Checker) -> None:
         self._checker = checker
 
-    async def Check(
+    async def check(
         self, request: grpc_wire.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> grpc_wire.CheckResponse:
         try:
@@ -97,9 +149,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(checker), self._server
-        )
+        add_authorization(self._server, AuthorizationServicer(checker).check)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self._poller: asyncio.Task[None] | None = None
         self.port: int | None = None

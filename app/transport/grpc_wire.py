@@ -1,5 +1,9 @@
 """Envoy's gRPC ext_authz messages <-> ztauthz values. Pure functions, no I/O.
 
+The messages are ztauthz's own declaration of Envoy's (app/protos/envoy_ext_authz.proto: the
+fields used here, with Envoy's field numbers, so they are wire-compatible with
+``envoy.service.auth.v3``).
+
 ``CheckRequest`` -> ``RequestContext`` (the same one the HTTP transport builds, plus the
 connection facts only gRPC carries) and ``Rendered`` -> ``CheckResponse``. The mapping is total:
 a CheckRequest missing its HTTP attributes maps to an empty method, host and path, which the
@@ -11,19 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
-from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
+from app.protos import envoy_ext_authz_pb2 as pb
 from app.request import RequestContext, make_context
 from app.transport.render import Rendered
 
-CheckRequest = Any  # envoy.service.auth.v3.CheckRequest (xds-protos ships no type stubs)
-CheckResponse = Any  # envoy.service.auth.v3.CheckResponse
+CheckRequest = pb.CheckRequest
+CheckResponse = pb.CheckResponse
 
 TRANSPORT = "grpc"
 
@@ -36,7 +37,7 @@ _RPC_CODE: Mapping[int, int] = MappingProxyType(
         403: code_pb2.PERMISSION_DENIED,
     }
 )
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 # Trace context Envoy puts in the gRPC call's metadata when it traces the ext_authz call. Over
 # HTTP, Envoy injects the same headers into the check request itself (replacing the client's),
@@ -83,7 +84,7 @@ def to_context(
     )
 
 
-def _headers(http: Any) -> dict[str, str]:
+def _headers(http: pb.AttributeContext.HttpRequest) -> dict[str, str]:
     """Request headers, lower-cased, as the HTTP transport sees them: the allow-listed headers
     plus ``host``, without HTTP/2 pseudo-headers (``:path`` and friends are the method, host and
     path fields). Envoy fills ``header_map`` instead of ``headers`` when ``encode_raw_headers``
@@ -108,7 +109,7 @@ def _headers(http: Any) -> dict[str, str]:
     return headers
 
 
-def _ip(peer: Any) -> str | None:
+def _ip(peer: pb.AttributeContext.Peer) -> str | None:
     """The peer's IP address (no port); None for a pipe or when Envoy sent none."""
     if not peer.HasField("address") or not peer.address.HasField("socket_address"):
         return None
@@ -123,7 +124,7 @@ def _freeze(value: object) -> object:
     return value
 
 
-def _metadata(metadata: Any) -> dict[str, Mapping[str, object]]:
+def _metadata(metadata: pb.Metadata) -> dict[str, Mapping[str, object]]:
     """``filter_metadata`` as namespace -> read-only JSON object."""
     out: dict[str, Mapping[str, object]] = {}
     for namespace, struct in metadata.filter_metadata.items():
@@ -133,11 +134,9 @@ def _metadata(metadata: Any) -> dict[str, Mapping[str, object]]:
     return out
 
 
-def _header_options(headers: Mapping[str, str]) -> list[Any]:
+def _header_options(headers: Mapping[str, str]) -> list[pb.HeaderValueOption]:
     return [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE
-        )
+        pb.HeaderValueOption(header=pb.HeaderValue(key=name, value=value), append_action=_OVERWRITE)
         for name, value in headers.items()
     ]
 
@@ -158,17 +157,17 @@ def to_check_response(rendered: Rendered, reason: str) -> CheckResponse:
     """
     status = status_pb2.Status(code=rpc_code(rendered.status), message=reason)
     if rendered.status == 200:
-        return external_auth_pb2.CheckResponse(
+        return pb.CheckResponse(
             status=status,
-            ok_response=external_auth_pb2.OkHttpResponse(
+            ok_response=pb.OkHttpResponse(
                 headers=_header_options(rendered.headers),
                 headers_to_remove=list(rendered.headers_to_remove),
             ),
         )
-    return external_auth_pb2.CheckResponse(
+    return pb.CheckResponse(
         status=status,
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=rendered.status),
+        denied_response=pb.DeniedHttpResponse(
+            status=pb.HttpStatus(code=rendered.status),
             headers=_header_options(rendered.headers),
             body=rendered.body.decode("utf-8"),
         ),

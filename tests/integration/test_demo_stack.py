@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,11 +17,8 @@ from app.dev.stack import Ports, ztauthz_command
 pytestmark = pytest.mark.integration
 
 
-def test_dev_stack_check_passes_and_stops_everything(
-    tmp_path: Path, child_env: dict[str, str]
-) -> None:
-    ports = Ports.ephemeral()
-    argv = [*ztauthz_command(), "dev", "stack", "--check", "--dir", str(tmp_path / "dev")]
+def _port_args(ports: Ports) -> list[str]:
+    argv: list[str] = []
     for name, port in (
         ("envoy", ports.envoy),
         ("envoy-admin", ports.envoy_admin),
@@ -31,6 +32,15 @@ def test_dev_stack_check_passes_and_stops_everything(
         ("receiver", ports.receiver),
     ):
         argv += [f"--{name}-port", str(port)]
+    return argv
+
+
+def test_dev_stack_check_passes_and_stops_everything(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    ports = Ports.ephemeral()
+    argv = [*ztauthz_command(), "dev", "stack", "--check", "--dir", str(tmp_path / "dev")]
+    argv += _port_args(ports)
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=60, env=child_env, check=False
     )
@@ -89,5 +99,58 @@ def test_dev_stack_refuses_a_busy_port(tmp_path: Path, child_env: dict[str, str]
             env=child_env,
             check=False,
         )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a start-up error (app/cli_common.py)
     assert f"port {port} (envoy) is in use" in result.stderr
+
+
+def test_the_printed_hints_work_in_a_fresh_shell_anywhere(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """What `ztauthz dev stack` prints runs as printed: from another directory, in a shell
+    without the venv on PATH; the token names the stack it is for, and `--country DE` becomes
+    the request's country (the demo trusts signed location claims, as the docs say)."""
+    ports = Ports.ephemeral()
+    env = {**child_env, "ZTAUTHZ_DEV_DIR": str(tmp_path / "state")}
+    stack = subprocess.Popen(
+        [*ztauthz_command(), "dev", "stack", *_port_args(ports)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert stack.stdout is not None
+        printed: list[str] = []
+        deadline = time.monotonic() + 60
+        while not printed or not printed[-1].startswith("Press Ctrl-C"):
+            assert time.monotonic() < deadline and stack.poll() is None, printed
+            printed.append(stack.stdout.readline().rstrip("\n"))
+        more = next(line for line in printed if line.startswith("More tokens: "))
+        command = more.removeprefix("More tokens: ") + " --device-id laptop-1 --country DE"
+        assert str(tmp_path / "state" / "keys") in command
+        fresh = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv, no ZTAUTHZ_*
+        minted = subprocess.run(
+            ["/bin/sh", "-c", command],
+            cwd="/",
+            env=fresh,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert minted.returncode == 0, minted.stderr
+        assert "for the dev stack running on" in minted.stderr, minted.stderr
+        token = minted.stdout.strip()
+        connection = http.client.HTTPConnection("127.0.0.1", ports.envoy, timeout=10)
+        connection.request("GET", "/invoices", headers={"Authorization": f"Bearer {token}"})
+        reply = connection.getresponse()
+        body = reply.read().decode()
+        connection.close()
+        assert reply.status == 200, body
+        assert json.loads(body)["headers"]["x-auth-country"] == "DE"
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=30)
+        if stack.stdout is not None:
+            stack.stdout.close()
+    assert not (tmp_path / "state" / "stack.json").exists()  # no stale record of a stopped stack

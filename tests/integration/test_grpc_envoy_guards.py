@@ -12,32 +12,34 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from app.dev.envoy import SHIPPED_ENVOY_GRPC_CONFIG, envoy_command, write_envoy_config
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
 from app.dev.stack import Stack, http_request
+from app.protos import envoy_ext_authz_pb2 as pb
+from app.transport.grpc import add_authorization
 
 pytestmark = pytest.mark.integration
 
-OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-class Answering(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class Answering:
     """Allows every request, with whatever header changes the test sets."""
 
     def __init__(self) -> None:
         self.set: dict[str, str] = {}
         self.remove: list[str] = []
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return external_auth_pb2.CheckResponse(
+    async def check(
+        self, request: pb.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CheckResponse:
+        return pb.CheckResponse(
             status={"code": 0},
-            ok_response=external_auth_pb2.OkHttpResponse(
+            ok_response=pb.OkHttpResponse(
                 headers=[
-                    base_pb2.HeaderValueOption(
-                        header=base_pb2.HeaderValue(key=k, value=v), append_action=OVERWRITE
+                    pb.HeaderValueOption(
+                        header=pb.HeaderValue(key=k, value=v), append_action=OVERWRITE
                     )
                     for k, v in self.set.items()
                 ],
@@ -62,7 +64,7 @@ async def test_only_identity_headers_may_change(
     servicer = Answering()
     servicer.set, servicer.remove = set_, remove
     server = grpc.aio.server()
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    add_authorization(server, servicer.check)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 
 from app.dev.envoy import Transport
 from app.dev.stack import http_request
+from app.protos import envoy_ext_authz_pb2 as pb
+from app.transport.grpc import check_method
 from app.transport.render import HEADERS_TO_REMOVE
 
 
@@ -72,12 +73,11 @@ def direct_check(
                 },
             }
         },
-        external_auth_pb2.CheckRequest(),
+        pb.CheckRequest(),
     )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         try:
-            response = stub.Check(request, timeout=10)
+            response = check_method(channel)(request, timeout=10)
         except grpc.RpcError as failed:
             return Answer(failed.code().name, {}, (), {"reason": failed.details()})
     if response.WhichOneof("http_response") == "ok_response":

@@ -17,7 +17,7 @@ from app.policy.cel_engine import Context, cel_compile
 program = cel_compile("request.method == 'GET'")
 context = Context()
 context.add_variable("request", {{"method": "GET"}})
-import envoy.service.auth.v3.external_auth_pb2  # the gRPC types (cel.expr under xds-protos)
+import app.protos.envoy_ext_authz_pb2  # the gRPC types
 import httpx
 print(json.dumps({{
     "loaded": [m for m in {UNWANTED!r} if sys.modules.get(m) is not None],

@@ -146,7 +146,7 @@ async def test_a_broken_change_keeps_the_last_good_policies(
     good = runtime.state
     write(live, BROKEN)
     assert reloader.tick() is False
-    assert runtime.state is good
+    assert runtime.state.policies is good.policies  # only the reload report changed
     assert current_decision(runtime)[1:] == (True, "probe-open")
     assert events.names() == ["policies_rejected"]
     fields = events.seen[0][1]
@@ -321,3 +321,37 @@ async def test_after_swap_runs_once_per_swap_and_never_otherwise(
     write(live, CLOSED)
     assert reloader.tick() is True
     assert seen == [runtime.state.policies.version]  # after the swap: sees the new policies
+
+
+async def test_readyz_answers_from_one_snapshot_during_reloads(
+    dirs: tuple[Path, Path], make_runtime: Callable[[Settings], Runtime]
+) -> None:
+    """The policies and the reload report are swapped together: no /readyz answer polled
+    while reloads run shows the version of one beside the report of another (issue 16)."""
+    import httpx
+
+    from app.transport.admin import create_admin_app
+
+    live, _ = dirs
+    runtime = make_runtime(settings_for(live))
+    reloader = PolicyReloader(runtime, interval=1, emit=Events())
+    done = threading.Event()
+
+    def reload_repeatedly() -> None:
+        for round_ in range(150):
+            write(live, CLOSED if round_ % 2 else OPEN)
+            reloader.tick()
+        done.set()
+
+    transport = httpx.ASGITransport(app=create_admin_app(runtime))
+    answers: list[dict[str, Any]] = []
+    worker = threading.Thread(target=reload_repeatedly)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        worker.start()
+        while not done.is_set():
+            answers.append((await client.get("/readyz")).json())
+    worker.join()
+    versions = {a["policy_version"] for a in answers}
+    assert len(answers) > 50 and len(versions) == 2  # polled across many reloads
+    mixed = [a for a in answers if a["policy_version"] != a["policy_reload"]["policy_version"]]
+    assert mixed == []

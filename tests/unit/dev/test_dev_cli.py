@@ -55,7 +55,13 @@ def test_dev_token_process_prints_only_a_verifiable_token(tmp_path: Path, alg: s
         [*DEV_CLI, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    # Which keys and issuer the token is for, on stderr: stdout stays the token alone.
+    assert done.stderr.splitlines() == [
+        f"ztauthz dev token: iss http://127.0.0.1:9400, signed with the keys in {keys_dir}",
+        f"ztauthz dev token: created new keys in {keys_dir}: only an issuer started after "
+        "this trusts them (a running stack with other keys answers 401)",
+        f"ztauthz dev token: no dev stack is running on {tmp_path}",
+    ]
     lines = done.stdout.splitlines()
     assert len(lines) == 1
     claims = _verify(keys_dir, lines[0], "ztauthz-demo")

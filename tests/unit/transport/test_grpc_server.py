@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,11 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from app.check import Checker
 from app.dev.issuer import create_issuer_app
 from app.dev.tokens import mint
+from app.protos import envoy_ext_authz_pb2 as pb
 from app.settings import Settings
 from app.state import Runtime
 from app.telemetry.fields import CLIENT_ADDRESS_HEADER
 from app.telemetry.hub import Telemetry
-from app.transport.grpc import AUTHORIZATION_SERVICE, GrpcServer
+from app.transport.grpc import AUTHORIZATION_SERVICE, GrpcServer, check_method_aio
 from app.transport.http import CheckEndpoint
 from app.transport.render import HEADERS_TO_REMOVE, IDENTITY_HEADERS
 from tests.unit.dev.dev_helpers import serving, shared_keys
@@ -66,8 +66,8 @@ class Service:
     log: io.StringIO
 
     @property
-    def authz(self) -> Any:
-        return external_auth_pb2_grpc.AuthorizationStub(self.channel)
+    def authz(self) -> grpc.aio.UnaryUnaryMultiCallable[pb.CheckRequest, pb.CheckResponse]:
+        return check_method_aio(self.channel)
 
     @property
     def health(self) -> Any:  # typeshed's HealthStub declares no methods
@@ -85,7 +85,7 @@ class Service:
         return mint(shared_keys(), **claims)
 
     async def check(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
-        return await self.authz.Check(check_request(method, path, headers or {}), timeout=5)
+        return await self.authz(check_request(method, path, headers or {}), timeout=5)
 
     def decisions(self) -> list[dict[str, Any]]:
         """The decision-log lines written so far."""
@@ -106,7 +106,7 @@ def check_request(
                 },
             }
         },
-        external_auth_pb2.CheckRequest(),
+        pb.CheckRequest(),
     )
 
 
@@ -203,17 +203,17 @@ async def test_denials_carry_status_challenge_and_json_reason(
 @pytest.mark.parametrize(
     "request_",
     [
-        external_auth_pb2.CheckRequest(),
+        pb.CheckRequest(),
         json_format.ParseDict(
             {"attributes": {"request": {"http": {"method": "GET", "host": "h"}}}},
-            external_auth_pb2.CheckRequest(),
+            pb.CheckRequest(),
         ),
     ],
     ids=["empty", "no-path"],
 )
 async def test_a_malformed_check_request_is_denied_and_logged(issuer: str, request_: Any) -> None:
     async with service(issuer) as svc:
-        response = await svc.authz.Check(request_, timeout=5)
+        response = await svc.authz(request_, timeout=5)
         logged = svc.decisions()
     assert response.status.code == code_pb2.INVALID_ARGUMENT
     assert response.denied_response.status.code == 400
@@ -233,10 +233,29 @@ async def test_cannot_decide_fails_the_rpc_so_envoy_refuses(issuer: str) -> None
     assert [d["status"] for d in logged] == [503]
 
 
+async def test_the_check_is_served_under_envoys_method_path(issuer: str) -> None:
+    """Envoy calls this path with bytes of its own messages; ztauthz's messages are a
+    wire-compatible subset, declared in a package of ztauthz's own."""
+    request = check_request("GET", "/public/page", {}).SerializeToString()
+    async with service(issuer) as svc:
+        envoys: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = svc.channel.unary_unary(
+            "/envoy.service.auth.v3.Authorization/Check"
+        )
+        answer = pb.CheckResponse.FromString(await envoys(request, timeout=5))
+        ours: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = svc.channel.unary_unary(
+            "/ztauthz.envoy.auth.v3.Authorization/Check"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await ours(request, timeout=5)
+    assert answer.status.code == code_pb2.OK
+    assert answer.WhichOneof("http_response") == "ok_response"
+    assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 async def test_the_trace_context_of_envoys_call_parents_the_check(issuer: str) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     async with service(issuer) as svc:
-        await svc.authz.Check(
+        await svc.authz(
             check_request("GET", "/public/page", {}),
             metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
             timeout=5,

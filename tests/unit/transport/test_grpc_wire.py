@@ -8,13 +8,12 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from app.decision import Decision, StepUp
 from app.identity.principal import Principal
+from app.protos import envoy_ext_authz_pb2 as pb
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Response
@@ -22,14 +21,14 @@ from app.transport.grpc_wire import EMPTY_CONTEXT, rpc_code, to_check_response, 
 from app.transport.http_wire import response_headers
 from app.transport.render import HEADERS_TO_REMOVE, IDENTITY_HEADERS, render
 
-OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 PEM = "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A"
 SPIFFE = "spiffe://example.org/ns/default/sa/billing"
 
 
 def check_request(**attributes: Any) -> Any:
     """A CheckRequest from the JSON form Envoy documents (proto field names)."""
-    return json_format.ParseDict({"attributes": attributes}, external_auth_pb2.CheckRequest())
+    return json_format.ParseDict({"attributes": attributes}, pb.CheckRequest())
 
 
 def http(**fields: Any) -> dict[str, Any]:
@@ -133,17 +132,31 @@ def test_connection_facts_come_from_envoy_not_from_headers() -> None:
         owner["team"] = "other"  # type: ignore[index]
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One short length-delimited protobuf field, as Envoy would encode it."""
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+# Peer.address = Address.pipe (2) = Pipe.path (1): a field ztauthz does not declare.
+PIPE_PEER = _field(1, _field(2, _field(1, b"/run/envoy.sock")))
+
+
 @pytest.mark.parametrize(
     "source",
     [
-        {},
-        {"address": {"pipe": {"path": "/run/envoy.sock"}}},
-        {"address": {"socket_address": {"address": ""}}},
+        pb.AttributeContext.Peer(),
+        pb.AttributeContext.Peer.FromString(PIPE_PEER),
+        json_format.ParseDict(
+            {"address": {"socket_address": {"address": ""}}}, pb.AttributeContext.Peer()
+        ),
     ],
     ids=["none", "pipe", "empty"],
 )
-def test_no_socket_address_means_no_source_address(source: dict[str, Any]) -> None:
-    ctx = to_context(check_request(source=source, **http(path="/")))
+def test_no_socket_address_means_no_source_address(source: pb.AttributeContext.Peer) -> None:
+    request = check_request(**http(path="/"))
+    request.attributes.source.CopyFrom(source)
+    ctx = to_context(request)
     assert ctx.source_address is None
     assert ctx.peer_principal is None and ctx.peer_certificate is None
 
@@ -157,7 +170,7 @@ def test_the_http_transport_leaves_the_grpc_only_facts_empty() -> None:
 
 @pytest.mark.parametrize(
     "request_",
-    [external_auth_pb2.CheckRequest(), check_request(source={"principal": SPIFFE})],
+    [pb.CheckRequest(), check_request(source={"principal": SPIFFE})],
     ids=["empty", "no-http-attributes"],
 )
 def test_a_malformed_check_request_maps_to_an_empty_request(request_: Any) -> None:
@@ -244,7 +257,7 @@ def test_deny_carries_the_http_answer(reason: Reason, status: int, code: int) ->
 def test_the_answer_survives_the_wire() -> None:
     rendered = render(Decision(False, Reason.TOKEN_MISSING, "d4", "v1"), SETTINGS)
     response = to_check_response(rendered, "token_missing")
-    parsed = external_auth_pb2.CheckResponse.FromString(response.SerializeToString())
+    parsed = pb.CheckResponse.FromString(response.SerializeToString())
     assert parsed == response
     assert parsed.denied_response.body.encode() == rendered.body
 
