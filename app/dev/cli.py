@@ -199,7 +199,9 @@ def _add_signal(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--receiver", required=True, help="push URL, e.g. http://127.0.0.1:9200/ssf/dev"
     )
     parser.add_argument("--token-file", type=Path, required=True, help="the stream's push token")
-    parser.add_argument("--keys", type=Path, default=state.keys_dir(), help="keys directory (the dev issuer's)")
+    parser.add_argument(
+        "--keys", type=Path, default=state.keys_dir(), help="keys directory (the dev issuer's)"
+    )
     parser.add_argument(
         "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss (the transmitter)"
     )
