@@ -10,9 +10,12 @@ only the authorization filter differs:
   (GET /invoices or /invoices/*, group finance or auditors, scope invoices:read): the
   in-proxy floor, with no extra hop;
 - ``http`` / ``grpc`` (6, 6b) the shipped ext_authz to ztauthz, unchanged;
-- ``http-bare`` (6i, informational) the shipped HTTP ext_authz, unchanged, asking the bare
-  endpoint (which answers 200 to anything) instead of ztauthz: what Envoy's ext_authz costs
-  Envoy itself, the ceiling of any HTTP authorization service here.
+- ``http-bare`` (6i) the shipped HTTP ext_authz, unchanged, asking the bare endpoint (which
+  answers 200 to anything) instead of ztauthz: the ceiling of any HTTP authorization service
+  written on uvicorn;
+- ``http-envoy`` (6n) the same, asking a second Envoy that answers 200 itself
+  (``direct_response``, ``answering_config``): the physical ceiling of any HTTP authorization
+  service on this machine, whatever it is written in.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import yaml
 
 from app.dev.envoy import render_envoy_config, shipped_envoy_config
 
-Variant = Literal["none", "native", "http", "grpc", "http-bare"]
+Variant = Literal["none", "native", "http", "grpc", "http-bare", "http-envoy"]
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _JWT_AUTHN = "envoy.filters.http.jwt_authn"
 _PROVIDER = "ztauthz_bench"
@@ -144,12 +147,72 @@ def scenario_config(
     return config
 
 
-def write_scenario_config(destination: Path, variant: Variant, **ports_and_issuer: Any) -> Path:
-    config = scenario_config(variant, **ports_and_issuer)
+def answering_config(*, listen_port: int, admin_port: int) -> dict[str, Any]:
+    """An Envoy that answers every request 200 itself (``direct_response``), the authorization
+    service of scenario 6n: an HTTP/1.1 server with no Python in it."""
+    return {
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "answer",
+                    "address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": listen_port}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters."
+                                        "network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "answer",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "direct_response": {"status": 200},
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy."
+                                                    "extensions.filters.http.router.v3.Router"
+                                                },
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+
+
+def write_yaml(destination: Path, comment: str, config: dict[str, Any]) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(
-        f"# ztauthz benchmark, scenario Envoy '{variant}' (bench/envoy_configs.py).\n"
-        + yaml.safe_dump(config, sort_keys=False),
+        f"# {comment} (bench/envoy_configs.py).\n" + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",
     )
     return destination
+
+
+def write_scenario_config(destination: Path, variant: Variant, **ports_and_issuer: Any) -> Path:
+    config = scenario_config(variant, **ports_and_issuer)
+    return write_yaml(destination, f"ztauthz benchmark, scenario Envoy '{variant}'", config)

@@ -47,7 +47,12 @@ class DevIssuer:
     url: str
     keys: DevKeys
 
-    def token(self, alg: str = "RS256", subject: str = policies.SUBJECT) -> str:
+    def token(
+        self,
+        alg: str = "RS256",
+        subject: str = policies.SUBJECT,
+        extra_claims: dict[str, Any] | None = None,
+    ) -> str:
         """A token for the benchmark request (a fresh ``jti``: every call a distinct token)."""
         return mint(
             self.keys,
@@ -58,6 +63,7 @@ class DevIssuer:
             scopes=list(policies.SCOPES),
             alg=alg,
             ttl=TOKEN_TTL,
+            extra_claims=extra_claims,
         )
 
     def tokens(self, count: int, alg: str = "RS256") -> list[str]:
@@ -148,6 +154,16 @@ async def running(settings: Settings, tracing: bool = False) -> AsyncIterator[Ru
 def context(token: str) -> RequestContext:
     headers = {k.decode(): v.decode() for k, v in ENVOY_HEADERS}
     headers["authorization"] = f"Bearer {token}"
+    return make_context(policies.METHOD, "api.example.com", policies.PATH, headers)
+
+
+def dpop_context(token: str, proof: str) -> RequestContext:
+    """The benchmark request with a DPoP-bound token and its proof, over https as Envoy saw it
+    (``x-forwarded-proto``: the proof's ``htu`` scheme)."""
+    headers = {k.decode(): v.decode() for k, v in ENVOY_HEADERS}
+    headers["authorization"] = f"DPoP {token}"
+    headers["dpop"] = proof
+    headers["x-forwarded-proto"] = "https"
     return make_context(policies.METHOD, "api.example.com", policies.PATH, headers)
 
 

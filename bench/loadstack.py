@@ -4,9 +4,10 @@ Built from the dev tooling the demo and the integration tests use (app/dev/procs
 supervision, app/dev/stack.py for the ztauthz configuration and commands, app/dev/envoy.py
 for the shipped Envoy bootstraps): the dev issuer, the bare endpoint (scenario 1, and the
 upstream of every Envoy), ztauthz serving HTTP ext_authz, ztauthz serving gRPC ext_authz, the
-HTTP one again without allow lines in its decision log (scenario 2i, informational), and
-five Envoys (no authorization, jwt_authn + rbac, ext_authz over HTTP, over gRPC, and over
-HTTP to the bare endpoint: what ext_authz costs Envoy itself).
+HTTP one again without allow lines in its decision log (scenario 2i), an Envoy answering 200
+itself (the authorization service of scenario 6n), and six Envoys (no authorization,
+jwt_authn + rbac, ext_authz over HTTP, over gRPC, over HTTP to the bare endpoint and over HTTP
+to the answering Envoy: the two ceilings of an HTTP authorization service).
 
 The ztauthz processes run the configuration a deployment would: decision log on (to their
 log file), metrics on, traces off (no OTEL_* endpoint), one worker each; only the third
@@ -54,7 +55,7 @@ class LoadStack:
     bare_port: int
     http: Ztauthz
     grpc: Ztauthz
-    http_no_allow_lines: Ztauthz  # informational: allow lines sampled out of the decision log
+    http_no_allow_lines: Ztauthz  # allow lines sampled out: what the decision log costs (2i)
     envoy_ports: Mapping[str, int]  # variant -> listener port
 
     def url(self, port: int, path: str) -> str:
@@ -157,7 +158,20 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
     issuer = _process(
         "issuer", issuer_argv, workdir, f"{issuer_url}/.well-known/openid-configuration", env
     )
-    group.start(issuer, bare_process(workdir, bare_port, env))
+    answer_port, answer_admin = free_port(), free_port()
+    answer_config = envoy_configs.write_yaml(
+        workdir / "envoy-answer.yaml",
+        "An Envoy answering 200 to everything: scenario 6n's authorization service",
+        envoy_configs.answering_config(listen_port=answer_port, admin_port=answer_admin),
+    )
+    answering = _process(
+        "envoy-answer",
+        envoy_command(answer_config),
+        workdir,
+        f"http://{LOOPBACK}:{answer_admin}/ready",
+        env,
+    )
+    group.start(issuer, bare_process(workdir, bare_port, env), answering)
 
     servers: dict[str, Ztauthz] = {}
     checkers: tuple[tuple[str, Transport, Mapping[str, Any] | None], ...] = (
@@ -183,14 +197,22 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
 
     envoy_ports: dict[str, int] = {}
     envoys: list[ManagedProcess] = []
-    variants: tuple[envoy_configs.Variant, ...] = ("none", "native", "http", "grpc", "http-bare")
+    variants: tuple[envoy_configs.Variant, ...] = (
+        "none",
+        "native",
+        "http",
+        "grpc",
+        "http-bare",
+        "http-envoy",
+    )
     for variant in variants:
         listen, admin = free_port(), free_port()
-        authz = (
-            bare_port
-            if variant == "http-bare"
-            else servers["grpc" if variant == "grpc" else "http"].check_port
-        )
+        if variant == "http-bare":
+            authz = bare_port
+        elif variant == "http-envoy":
+            authz = answer_port
+        else:
+            authz = servers["grpc" if variant == "grpc" else "http"].check_port
         path = envoy_configs.write_scenario_config(
             workdir / f"envoy-{variant}.yaml",
             variant,

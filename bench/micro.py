@@ -7,6 +7,11 @@ evaluation scales with the number of rules.
 - ``assertion``: the same warm decision without and with the signed identity assertion
   (app/assertion/, ES256): reused as ``serve`` reuses it, and signed on every allow
   (``cache_size: 0``);
+- ``dpop``: the same warm decision with a bearer token, and with a DPoP-bound token (``cnf.jkt``)
+  presented with a fresh ES256 proof each request (RFC 9449: the proof verified, its ``jti``
+  added to the replay cache), interleaved;
+- ``decision_log_encoding``: one decision-log line of the benchmark's allow, encoded by the
+  standard library's ``json``, msgspec (when installed) and orjson, which ztauthz uses;
 - ``policy``: ``evaluate`` of the benchmark request at 10, 100, 1,000 and 10,000 rules;
 - ``collector``: how long a full collection of Python's cyclic garbage collector holds the
   interpreter (every check waits) with 10,000 rules loaded, in milliseconds: with nothing
@@ -31,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import heap
 from app.check import Checker
-from app.identity.verify import principal_from_claims
+from app.identity.principal import principal_from_claims
 from app.policy.evaluate import PolicyInput, evaluate
 from app.policy.loader import load_policy_dir
 from app.request import RequestContext
@@ -158,6 +163,109 @@ async def assertion(workdir: Path, log: Callable[[str], None]) -> dict[str, floa
         "(+{reused_cost_us:.1f} us, reused), {signed_each_us:.1f} us signed on every allow "
         "(+{signed_cost_us:.1f} us); the step alone: {attach_reused_us:.1f} us reused, "
         "{attach_signed_us:.1f} us signed".format(**results)
+    )
+    return results
+
+
+async def dpop(workdir: Path, log: Callable[[str], None]) -> dict[str, float]:
+    """Microseconds per warm decision with a bearer token, and with a DPoP-bound token and a
+    fresh proof (ES256, minted beforehand) each request: what checking a proof costs."""
+    from app.dev.dpop import DpopKey
+    from app.dev.tokens import identity_device_claims
+
+    policy_dir = policies.write_policy_dir(workdir / "dpop-policies", 10)
+    key = DpopKey.generate("ES256")
+    batch, batches = 1_000, 7
+    timings: dict[str, list[float]] = {"bearer_us": [], "dpop_us": []}
+    with inprocess.dev_issuer(workdir) as issuer:
+        settings = inprocess.settings_for(issuer.url, policy_dir)
+        bearer = inprocess.context(issuer.token())
+        bound_token = issuer.token(extra_claims=identity_device_claims(cnf_jkt=key.jkt))
+        url = f"https://api.example.com{policies.PATH}"
+        proofs = [
+            key.proof(policies.METHOD, url, access_token=bound_token)
+            for _ in range(batch * (batches + 1))
+        ]
+        bound = [inprocess.dpop_context(bound_token, proof) for proof in proofs]
+        async with inprocess.running(settings) as runtime:
+            checker = Checker(runtime)
+            for ctx in (bearer, bound[0]):
+                if not (await checker.check(ctx)).allow:
+                    raise RuntimeError("the benchmark request must be allowed")
+            await time_checks(checker, [bearer] * batch, 1)  # warm-up
+            for index in range(batches):
+                timings["bearer_us"].append(await time_checks(checker, [bearer] * batch, 1))
+                fresh = bound[1 + index * batch : 1 + (index + 1) * batch]
+                timings["dpop_us"].append(await time_checks(checker, fresh, 1))
+    results = {name: round(statistics.median(values), 2) for name, values in timings.items()}
+    results["dpop_cost_us"] = round(results["dpop_us"] - results["bearer_us"], 2)
+    log(
+        "  dpop: {bearer_us:.1f} us per decision as a bearer token, {dpop_us:.1f} us DPoP-bound "
+        "with a fresh proof (+{dpop_cost_us:.1f} us)".format(**results)
+    )
+    return results
+
+
+def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Microseconds to encode one decision-log line (the benchmark allow, every field of the
+    v2 line), by the standard library, msgspec (if installed) and orjson; and its size."""
+    import json
+
+    import orjson
+
+    from app.decision import Decision
+    from app.reasons import Reason
+    from app.telemetry.decision_log import decision_line
+    from app.telemetry.subject import subject_view
+
+    principal = principal_from_claims(
+        {
+            "sub": policies.SUBJECT,
+            "groups": list(policies.GROUPS),
+            "scope": " ".join(policies.SCOPES),
+            "exp": 2_000_000_000,
+            "iat": 1_999_999_000,
+            "aud": "https://api.example.com",
+        },
+        "https://idp.example",
+        "groups",
+        "scope",
+    )
+    decision = Decision(
+        True,
+        Reason.ALLOWED,
+        "d-0123456789abcdef",
+        "v-bench",
+        rule_id=str(policies.BENCH_RULE["id"]),
+        policy="bench",
+        principal=principal,
+    )
+    ctx = inprocess.context("x")
+    entry = (time.time(), ctx, decision, "d-0123456789abcdef", 42, None, None)
+    line = decision_line(entry, subject_view(None))
+    encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {
+        "json (stdlib)": lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
+        "orjson": orjson.dumps,
+    }
+    try:
+        import msgspec
+
+        encoders["msgspec"] = msgspec.json.Encoder().encode
+    except ImportError:
+        pass
+    timings: dict[str, float] = {}
+    for name, encode in encoders.items():
+        batches = []
+        for _ in range(7):
+            began = time.perf_counter()
+            for _ in range(10_000):
+                encode(line)
+            batches.append(time.perf_counter() - began)
+        timings[name] = round(_median_us(batches, 10_000), 3)
+    results = {"bytes_v2": len(orjson.dumps(line)), "encode_us": timings}
+    log(
+        f"  decision log: one line of {results['bytes_v2']} bytes encoded in "
+        + ", ".join(f"{us:.2f} us ({name})" for name, us in timings.items())
     )
     return results
 

@@ -24,8 +24,8 @@ def table_rows(measured: Sequence[Measured]) -> list[list[str]]:
     """One row per scenario: req/s and ratios at the throughput concurrency, p50/p99 at one
     connection and at the throughput concurrency."""
     by_key = {m.scenario.key: m for m in measured}
-    bare = by_key["bare"].at(THROUGHPUT_CONNECTIONS).rps
-    native = by_key["native"].at(THROUGHPUT_CONNECTIONS).rps
+    bare = by_key["bare"].at(THROUGHPUT_CONNECTIONS).rps if "bare" in by_key else 0.0
+    native = by_key["native"].at(THROUGHPUT_CONNECTIONS).rps if "native" in by_key else 0.0
     rows = []
     for m in measured:
         busy = m.at(THROUGHPUT_CONNECTIONS)
@@ -83,11 +83,9 @@ def markdown(
     rows: list[list[str]],
     targets: Sequence[Target],
     micro: Mapping[str, Any],
-    memory: Mapping[str, Any],
+    memory: Mapping[str, Any] | None,
     machine: Mapping[str, Any],
 ) -> str:
-    policy = micro["policy"]["evaluate_us"]
-    pipeline = micro["pipeline"]
     parts = [
         f"Measured {machine['date']} on {machine['cpus']} CPUs ({machine['cpu']}), "
         f"Python {machine['python']}, Envoy {machine['envoy']}, {machine['wrk']}; "
@@ -108,6 +106,10 @@ def markdown(
             f"| {t.description} | {t.value:.3g}{t.unit} ({t.detail}) | "
             f"{sign} {t.limit:g}{t.unit} | {t.verdict} |"
         )
+    if "pipeline" not in micro or memory is None:  # a subset run (--scenarios)
+        return "\n".join([*parts, "", f"![latency against concurrency]({PLOT_FILE})"]) + "\n"
+    policy = micro["policy"]["evaluate_us"]
+    pipeline = micro["pipeline"]
     parts += [
         "",
         "In-process (no sockets), microseconds per call:",
@@ -128,6 +130,20 @@ def markdown(
             f"{signed['signed_each_us']:.1f} (+{signed['signed_cost_us']:.1f}) |",
             f"| the assertion step alone, reused / signed | "
             f"{signed['attach_reused_us']:.1f} / {signed['attach_signed_us']:.1f} |",
+        ]
+    dpop = micro.get("dpop")
+    if dpop is not None:
+        parts += [
+            f"| decision, token cached, bearer (no DPoP) | {dpop['bearer_us']:.1f} |",
+            f"| the same token DPoP-bound, a fresh proof (ES256) each request | "
+            f"{dpop['dpop_us']:.1f} (+{dpop['dpop_cost_us']:.1f}) |",
+        ]
+    encoding = micro.get("decision_log")
+    if encoding is not None:
+        parts += [
+            f"| one decision-log line ({encoding['bytes_v2']} bytes, v2), encoded with "
+            f"{name} | {us:.2f} |"
+            for name, us in encoding["encode_us"].items()
         ]
     parts += [f"| policy evaluation, {int(n):,} rules | {us:.2f} |" for n, us in policy.items()]
     collector = micro["collector"]
@@ -188,7 +204,7 @@ def write_results(
     measured: Sequence[Measured],
     targets: Sequence[Target],
     micro: Mapping[str, Any],
-    memory: Mapping[str, Any],
+    memory: Mapping[str, Any] | None,
     machine: Mapping[str, Any],
 ) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
@@ -207,7 +223,7 @@ def write_results(
             for m in measured
         ],
         "micro": dict(micro),
-        "memory": dict(memory),
+        "memory": dict(memory) if memory is not None else None,
         "targets": [t.as_dict() for t in targets],
     }
     paths = {

@@ -139,10 +139,16 @@ def memory_at_10k_rules(
 
 
 def load_scenarios(
-    workdir: Path, seconds: int, connections: tuple[int, ...], rounds: int, group: ProcessGroup
-) -> tuple[list[scenarios.Measured], dict[str, Any], dict[str, Any]]:
+    workdir: Path,
+    seconds: int,
+    connections: tuple[int, ...],
+    rounds: int,
+    group: ProcessGroup,
+    selected: tuple[scenarios.Scenario, ...] = scenarios.SCENARIOS,
+    memory: bool = True,
+) -> tuple[list[scenarios.Measured], dict[str, Any], dict[str, Any] | None]:
     policy_dir = policies.write_policy_dir(workdir / "policies", 1)
-    _log("starting the issuer, bare endpoint, two ztauthz and four Envoys on 127.0.0.1 ...")
+    _log("starting the issuer, bare endpoint, three ztauthz and seven Envoys on 127.0.0.1 ...")
     stack = loadstack.start_load_stack(group, workdir, policy_dir)
     warm_tokens = workdir / "warm-token.txt"
     warm_tokens.write_text(
@@ -155,7 +161,7 @@ def load_scenarios(
     }
     measured = []
     cache: dict[str, Any] = {}
-    for scenario in scenarios.SCENARIOS:
+    for scenario in selected:
         _log(f"({scenario.number}) {scenario.title}")
         scenarios.check_answers(stack, scenario, token)
         direct = scenario.key.startswith(("warm", "cold"))
@@ -190,30 +196,44 @@ def load_scenarios(
             )
             m.runs.append(result)
             _log(scenarios.describe(m.scenario, result))
-    memory = memory_at_10k_rules(stack, group, workdir, pools["ES256"], _log)
-    return measured, cache, memory
+    used = memory_at_10k_rules(stack, group, workdir, pools["ES256"], _log) if memory else None
+    return measured, cache, used
 
 
-def run(seconds: int, connections: tuple[int, ...], rounds: int, out: Path, workdir: Path) -> int:
+def run(
+    seconds: int,
+    connections: tuple[int, ...],
+    rounds: int,
+    out: Path,
+    workdir: Path,
+    selected: tuple[scenarios.Scenario, ...] = scenarios.SCENARIOS,
+    full: bool = True,
+) -> int:
+    """Every scenario in ``selected``; with ``full`` also the memory and in-process
+    measurements (a subset run for iterating leaves them out)."""
     started = time.monotonic()
     machine = {**machine_info(seconds), "rounds": rounds}
     with ProcessGroup() as group:
-        measured, cache, memory = load_scenarios(workdir, seconds, connections, rounds, group)
-    _log("in-process micro-benchmarks ...")
-    micro_results: dict[str, Any] = {
-        "pipeline": asyncio.run(micro.pipeline(workdir, _log)),
-        "assertion": asyncio.run(micro.assertion(workdir, _log)),
-        "policy": micro.policy_scaling(workdir, _log),
-        "collector": micro.collector_pause(workdir, _log),
-        "token_cache": cache,
-    }
+        measured, cache, memory = load_scenarios(
+            workdir, seconds, connections, rounds, group, selected, memory=full
+        )
+    micro_results: dict[str, Any] = {"token_cache": cache}
+    if full:
+        _log("in-process micro-benchmarks ...")
+        micro_results.update(
+            pipeline=asyncio.run(micro.pipeline(workdir, _log)),
+            assertion=asyncio.run(micro.assertion(workdir, _log)),
+            dpop=asyncio.run(micro.dpop(workdir, _log)),
+            decision_log=micro.decision_log_encoding(workdir, _log),
+            policy=micro.policy_scaling(workdir, _log),
+            collector=micro.collector_pause(workdir, _log),
+        )
     by_key = {m.scenario.key: m for m in measured}
     targets = evaluate_targets(
         rps={k: m.at(THROUGHPUT_CONNECTIONS).rps for k, m in by_key.items()},
         p50_single={k: float(m.at(LATENCY_CONNECTIONS).p50_us) for k, m in by_key.items()},
-        policy_us=micro_results["policy"]["evaluate_us"],
-        rss_mib=memory["idle_mib"],
-        rss_full_cache_mib=memory["loaded_mib"],
+        micro=micro_results,
+        memory=memory,
     )
     paths = report.write_results(out, measured, targets, micro_results, memory, machine)
     rows = report.table_rows(measured)
@@ -246,7 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="results directory")
     parser.add_argument("--workdir", type=Path, help="keep keys, configs and logs here")
+    parser.add_argument(
+        "--scenarios",
+        help="only these scenarios, by key or number, comma-separated (e.g. 6,6b,6i,6n), "
+        "without the memory and in-process measurements: for iterating; the results "
+        "directory then gets only what was measured (use --out elsewhere)",
+    )
     args = parser.parse_args(argv)
+    selected = scenarios.SCENARIOS
+    if args.scenarios:
+        wanted = {name.strip() for name in args.scenarios.split(",")}
+        selected = tuple(s for s in scenarios.SCENARIOS if {s.key, s.number} & wanted)
+        known = {s.key for s in scenarios.SCENARIOS} | {s.number for s in scenarios.SCENARIOS}
+        if not selected or wanted - known:
+            parser.error(f"--scenarios: unknown {sorted(wanted - known)}; known: {sorted(known)}")
     connections = tuple(sorted({int(c) for c in args.connections.split(",")}))
     if not {LATENCY_CONNECTIONS, THROUGHPUT_CONNECTIONS} <= set(connections):
         parser.error(
@@ -256,9 +289,25 @@ def main(argv: list[str] | None = None) -> int:
         wrk.find_wrk()
         find_envoy()
         if args.workdir is not None:
-            return run(args.seconds, connections, args.rounds, args.out, args.workdir)
+            return run(
+                args.seconds,
+                connections,
+                args.rounds,
+                args.out,
+                args.workdir,
+                selected,
+                full=not args.scenarios,
+            )
         with tempfile.TemporaryDirectory(prefix="ztauthz-bench-") as tmp:
-            return run(args.seconds, connections, args.rounds, args.out, Path(tmp))
+            return run(
+                args.seconds,
+                connections,
+                args.rounds,
+                args.out,
+                Path(tmp),
+                selected,
+                full=not args.scenarios,
+            )
     except (wrk.WrkError, scenarios.ScenarioError, ProcessError, FileNotFoundError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

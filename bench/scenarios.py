@@ -4,14 +4,16 @@ concurrency level, every request checked to have been answered 200.
     1   bare       a bare uvicorn endpoint answering 200 (the ceiling of the server stack)
     2   warm       ztauthz's check endpoint, directly, the same token every request
     2i  warm-no-allow-lines  the same with allow lines sampled out of the decision log: what
-                   the log costs (informational; no target uses it)
+                   the log costs (target: at most 10%)
     3   cold-rs    ztauthz's check endpoint, directly, a different RS256 token every request
     3   cold-es    the same with ES256 tokens
     4   envoy      Envoy to the upstream, no authorization
     5   native     Envoy with jwt_authn + rbac (the in-proxy floor)
     6   ext-http   Envoy with ztauthz over HTTP ext_authz
     6i  ext-http-bare  the same Envoy asking the bare endpoint instead (which allows anything):
-                   what ext_authz costs Envoy itself (informational; no target uses it)
+                   the ceiling of an HTTP authorization service on uvicorn
+    6n  ext-http-envoy the same Envoy asking a second Envoy that answers 200 itself
+                   (direct_response): the physical ceiling of any HTTP authorization service
     6b  ext-grpc   Envoy with ztauthz over gRPC ext_authz
 
 Every scenario sends the same request (``GET /invoices/42`` with a bearer token) through the
@@ -56,7 +58,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "warm-no-allow-lines",
         "2i",
-        "the same, allow lines sampled out of the decision log (informational)",
+        "the same, allow lines sampled out of the decision log",
         lambda s: s.http_no_allow_lines.check_port,
         CHECK_PREFIX + policies.PATH,
     ),
@@ -96,8 +98,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "ext-http-bare",
         "6i",
-        "Envoy + HTTP ext_authz to the bare endpoint (informational: ext_authz's cost in Envoy)",
+        "Envoy + HTTP ext_authz to the bare uvicorn endpoint (the Python ceiling)",
         lambda s: s.envoy_ports["http-bare"],
+        policies.PATH,
+    ),
+    Scenario(
+        "ext-http-envoy",
+        "6n",
+        "Envoy + HTTP ext_authz to an Envoy answering 200 itself (the physical ceiling)",
+        lambda s: s.envoy_ports["http-envoy"],
         policies.PATH,
     ),
     Scenario(
