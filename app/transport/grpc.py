@@ -46,8 +46,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 CheckHandler = Callable[
-    [grpc_wire.CheckRequest, grpc.aio.ServicerContext[Any, Any]], Awaitable[grpc_wire.CheckResponse]
+    [grpc_wire.CheckRequest, grpc.aio.ServicerContext[Any, Any]],
+    Awaitable[grpc_wire.CheckResponse | bytes],
 ]
+
+
+def _serialize(response: grpc_wire.CheckResponse | bytes) -> bytes:
+    """A CheckResponse's bytes; a handler may answer with them already encoded."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 def add_authorization(server: grpc.aio.Server, check: CheckHandler) -> None:
@@ -56,7 +62,7 @@ def add_authorization(server: grpc.aio.Server, check: CheckHandler) -> None:
         CHECK: grpc.unary_unary_rpc_method_handler(
             check,
             request_deserializer=grpc_wire.CheckRequest.FromString,
-            response_serializer=grpc_wire.CheckResponse.SerializeToString,
+            response_serializer=_serialize,
         )
     }
     # As protoc's service code does: the generic handler, and the same handlers pre-registered
@@ -97,7 +103,7 @@ class AuthorizationServicer:
 
     async def check(
         self, request: grpc_wire.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> grpc_wire.CheckResponse:
+    ) -> bytes:
         try:
             ctx = grpc_wire.to_context(request, context.invocation_metadata() or ())
         except Exception:
@@ -109,7 +115,7 @@ class AuthorizationServicer:
         rendered = render(decision, self._checker.runtime.state.settings.response)
         if rendered.status >= 500:
             await context.abort(grpc.StatusCode.UNAVAILABLE, decision.reason.value)
-        return grpc_wire.to_check_response(rendered, decision.reason.value)
+        return grpc_wire.encode_response(rendered, decision.reason.value)
 
 
 class ReadinessHealth(health_aio.HealthServicer):

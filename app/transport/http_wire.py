@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from app.http_facts import AUTHORIZATION, DPOP, METHOD_ORDER
 from app.request import RequestContext
-from app.transport.render import HEADERS_TO_REMOVE, Rendered, removed_value
+from app.transport.render import DECISION_ID, HEADERS_TO_REMOVE, Rendered, removed_value
 
 TRANSPORT = "http"
 
@@ -79,10 +79,27 @@ def response_headers(rendered: Rendered) -> dict[str, str]:
     return headers
 
 
+_NO_BODY = (b"content-length", b"0")
+_DECISION_ID = DECISION_ID.encode("latin-1")
+
+
 def response_head(rendered: Rendered) -> RawHeaders:
-    """``response_headers`` as the server writes them, with the body's content-length."""
+    """``response_headers`` as the server writes them, with the body's content-length. An
+    allow rendered from a template reuses the template's encoded headers (kept on it)."""
+    template = rendered.template
+    if template is not None:
+        fixed = template.wire.get(TRANSPORT)
+        if not isinstance(fixed, list):
+            fixed = template.wire[TRANSPORT] = _encode(template.headers, template.headers_to_remove)
+        decision_id = rendered.headers[DECISION_ID].encode("latin-1")
+        return [_NO_BODY, (_DECISION_ID, decision_id), *fixed]
     raw = [(b"content-length", str(len(rendered.body)).encode())]
-    raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.headers.items()]
-    if rendered.headers_to_remove:
-        raw.append((HEADERS_TO_REMOVE.encode(), removed_value(rendered.headers_to_remove)))
+    raw += _encode(rendered.headers, rendered.headers_to_remove)
+    return raw
+
+
+def _encode(headers: dict[str, str], remove: tuple[str, ...]) -> RawHeaders:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if remove:
+        raw.append((HEADERS_TO_REMOVE.encode(), removed_value(remove)))
     return raw

@@ -5,11 +5,17 @@ or named for removal, so a client can never smuggle one through Envoy (Envoy onl
 headers a response carries; the headers to remove make it drop the others). Each transport only puts this one rendering on
 its wire: HTTP as the response plus ``x-envoy-auth-headers-to-remove``, gRPC as a CheckResponse
 with ``headers_to_remove``.
+
+An allow's answer is the same for every check of the same verified principal on the same rule
+and policy version (without evidence or a signed assertion), but for its decision id: from the
+second such allow on, those headers come from an ``AllowTemplate`` kept per (principal, rule,
+version), and each transport keeps its own encoding of them on the template (``wire``), so that
+only the decision id is encoded per check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -18,6 +24,7 @@ import orjson
 from app.decision import ACR_VALUE, Decision
 from app.http_facts import DPOP_NONCE
 from app.identity.dpop import CHALLENGE_ERRORS
+from app.identity.principal import Principal
 from app.reasons import Reason, describe
 from app.settings import ASSERTION_HEADER, Response
 
@@ -65,15 +72,31 @@ def header_value(value: str, separator: str = ",") -> str:
     return quote(value, safe=_SAFE if separator == "," else _SAFE.replace(separator, ""))
 
 
+@dataclass(slots=True, eq=False)
+class AllowTemplate:
+    """What every allow of one verified principal on one rule and policy version answers (no
+    evidence, no assertion): its headers but the decision id (in ``render``'s order), the
+    identity headers to remove, and each transport's encoding of them, by transport name
+    (``wire``: filled and read by the transports only)."""
+
+    principal: Principal
+    headers: dict[str, str]
+    headers_to_remove: tuple[str, ...]
+    wire: dict[str, object] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """One answer, transport-neutral. ``headers`` go to the upstream on allow (status 200) and
-    to the client on deny; ``headers_to_remove`` are dropped from the upstream request."""
+    to the client on deny; ``headers_to_remove`` are dropped from the upstream request.
+    ``template``: an allow's headers other than ``DECISION_ID`` and its headers to remove are
+    exactly the template's (a transport may write its kept encoding of them)."""
 
     status: int
     headers: dict[str, str]
     body: bytes
     headers_to_remove: tuple[str, ...] = ()
+    template: AllowTemplate | None = field(default=None, compare=False)
 
 
 def _json(decision: Decision, settings: Response) -> bytes:
@@ -145,9 +168,35 @@ def removed_value(names: tuple[str, ...]) -> bytes:
     return joined
 
 
+_MAX_TEMPLATES = 4096
+# (id(principal), rule, policy version) -> the template, or the principal alone once seen once.
+# Only the event loop renders: no lock. Bounded: cleared when full (a new token per request
+# keeps it busy, never large). The principal is kept and compared by identity, so an id reused
+# by a new object never finds another principal's template.
+_templates: dict[tuple[int, str | None, str], AllowTemplate | Principal] = {}
+
+
 def render(decision: Decision, settings: Response) -> Rendered:
     if decision.allow:
-        return _render_allow(decision)
+        principal = decision.principal
+        if principal is None or decision.evidence is not None or decision.assertion is not None:
+            return _render_allow(decision)
+        key = (id(principal), decision.rule_id, decision.policy_version)
+        known = _templates.get(key)
+        if isinstance(known, AllowTemplate) and known.principal is principal:
+            headers = {DECISION_ID: decision.decision_id}
+            headers.update(known.headers)
+            return Rendered(200, headers, b"", known.headers_to_remove, known)
+        rendered = _render_allow(decision)
+        if known is principal:  # the second sight: most tokens are seen once, or often
+            fixed = {k: v for k, v in rendered.headers.items() if k != DECISION_ID}
+            known = AllowTemplate(principal, fixed, rendered.headers_to_remove)
+            _templates[key] = known
+            return Rendered(200, rendered.headers, b"", rendered.headers_to_remove, known)
+        if len(_templates) >= _MAX_TEMPLATES:
+            _templates.clear()
+        _templates[key] = principal
+        return rendered
     headers = {
         "content-type": "application/json",
         "cache-control": "no-store",

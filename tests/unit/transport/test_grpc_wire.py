@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from google.rpc import code_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.decision import Decision, StepUp
 from app.identity.principal import Principal
@@ -315,3 +317,44 @@ def test_envoys_trace_context_in_the_call_metadata_replaces_the_clients() -> Non
     assert ctx.headers["cookie"] == "a=1"
     assert "trace-bin" not in ctx.headers
     assert to_context(request).headers["traceparent"] == client
+
+
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["authorization", "Cookie", "x-request-id", ":path", "host", "DPoP"]),
+        st.text(max_size=20),
+    ),
+    extensions=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+    scheme=st.sampled_from(["", "http", "HTTPS"]),
+    method=st.sampled_from(["get", "POST", ""]),
+)
+def test_to_context_builds_what_make_context_would(
+    headers: dict[str, str], extensions: dict[str, str], scheme: str, method: str
+) -> None:
+    """to_context builds the RequestContext directly (it runs on every gRPC check): the same
+    value make_context gives for the same fields."""
+    request = check_request(
+        **http(method=method, path="/a?b", headers=headers, scheme=scheme),
+        source={"address": {"socket_address": {"address": "192.0.2.1", "port_value": 1}}},
+        context_extensions=extensions,
+        route_metadata_context={"filter_metadata": {"ztauthz": {"tier": "gold"}}},
+    )
+    ctx = to_context(request)
+    lowered: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if not name.startswith(":") and name != "host":
+            lowered[name] = f"{lowered[name]},{value}" if name in lowered else value
+    lowered["host"] = "api.example.com"
+    expected = make_context(
+        method,
+        "api.example.com",
+        "/a?b",
+        lowered,
+        "grpc",
+        source_address="192.0.2.1",
+        context_extensions=extensions,
+        route_metadata={"ztauthz": MappingProxyType({"tier": "gold"})},
+        scheme=scheme or None,
+    )
+    assert ctx == expected
