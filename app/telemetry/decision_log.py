@@ -1,18 +1,31 @@
 """The decision log: exactly one JSON line per check, on stdout, never blocking the check.
 
-``record`` turns the decision into its JSON line (orjson: a few microseconds) and appends it,
-with its newline, to one bounded buffer (allow lines may be sampled out first; denials never
-are). A background thread takes the whole buffer at once and writes it to the file descriptor:
-it only ever does I/O, which releases the GIL, so it never holds the event loop up for long
-(formatting lines there instead made the loop wait for the GIL in bursts, which showed as a
-ten-fold p99), and no line object outlives its check or is freed by another thread. When the
-buffer holds ``queue_size`` lines, or writing fails, lines are dropped and counted in
-``ztauthz_decision_log_dropped_total``: the check never waits.
+``record`` turns the decision into its JSON line (orjson: about a microsecond; the standard
+library's json takes ten times as long, msgspec the same as orjson: bench/README.md) and
+appends it, with its newline, to one bounded buffer (allow lines may be sampled out first;
+denials never are). A background thread takes the whole buffer at once and writes it to the file
+descriptor: it only ever does I/O, which releases the GIL, so it never holds the event loop up
+for long (formatting lines there instead made the loop wait for the GIL in bursts, which showed
+as a ten-fold p99), and no line object outlives its check or is freed by another thread. It
+wakes every ``_WAKE_INTERVAL``, or at once when half the queue is full: every wake-up hands the
+GIL back and forth with the event loop, so few large batches cost the checks least.
+
+What can happen to a line, and what says so:
+- the buffer holds ``queue_size`` lines (the writer cannot keep up, or stdout blocks), a line
+  cannot be formatted, or writing fails: the line is dropped, counted in
+  ``ztauthz_decision_log_dropped_total``, and the first drop of an episode is logged (once,
+  until a batch is written again); the check never waits;
+- SIGTERM/SIGINT: ``serve`` stops and ``close`` writes everything queued before the process
+  exits; SIGKILL or a crash of the interpreter loses what is queued: at most
+  ``_WAKE_INTERVAL`` of lines (and never more than ``queue_size``).
 Before ``start`` and after ``close`` there is no writer thread, and ``record`` writes at once
 (tests, and the last checks of a shutdown, lose nothing).
 
-Every line validates against ``decision_log.schema.json`` (beside this module); ``SCHEMA``
-below is its version, written into each line. Only fixed fields are written: never a header
+Schema 2: every line validates against ``decision_log.schema.json`` (beside this module;
+``SCHEMA`` below is its version, written into each line). A field whose value is null, and an
+empty ``grants``, is left out of the line (``read_line`` reads a line back with every field);
+schema 1 (``decision_log.v1.schema.json``) wrote them as null and ``[]``. ``decision_line``
+builds the complete object, every field present. Only fixed fields are written: never a header
 value, token, cookie or query string.
 """
 
@@ -37,12 +50,18 @@ from app.telemetry.fields import client_ip, path_only
 from app.telemetry.logging import iso_time, span_hex, trace_hex
 from app.telemetry.subject import SubjectView, subject_view
 
-SCHEMA: Final = 1
+SCHEMA: Final = 2
 SCHEMA_FILE: Final = Path(__file__).with_name("decision_log.schema.json")
-# The writer wakes every _WAKE_INTERVAL seconds, or at once when _BATCH lines wait: few, large
-# batches keep thread switches (and the GIL hand-overs they cost the event loop) rare.
-_WAKE_INTERVAL = 0.05
-_BATCH = 256
+SCHEMA_V1_FILE: Final = Path(__file__).with_name("decision_log.v1.schema.json")
+# The writer wakes every _WAKE_INTERVAL seconds, or at once when half the queue waits: few,
+# large batches keep thread switches (and the GIL hand-overs they cost the event loop) rare.
+_WAKE_INTERVAL = 0.1
+# Left out of a line when null (schema 2); "grants" when empty. Every other field always has a
+# value.
+OPTIONAL: Final = frozenset(
+    {"trace_id", "span_id", "rule", "policy", "policy_version", "issuer", "subject"}
+    | {"device_id", "client_ip", "country", "workload_id", "grants", "dry_run"}
+)
 # The fields of a line that vary from check to check, whatever the decision.
 PER_CHECK: Final = frozenset(
     {"kind", "schema", "time", "decision_id", "trace_id", "span_id", "client_ip"}
@@ -65,10 +84,28 @@ class DropCounter(Protocol):
 CallerTrace = Callable[[Mapping[str, str]], int | None]
 
 
+def compact(line: Mapping[str, Any]) -> dict[str, Any]:
+    """``line`` as schema 2 writes it: without null fields and without an empty ``grants``."""
+    return {k: v for k, v in line.items() if v is not None and (v != [] or k != "grants")}
+
+
+def read_line(text: str | bytes) -> dict[str, Any]:
+    """A decision-log line read back with every field of the schema present: what schema 2
+    leaves out is null (``grants``: ``[]``), as schema 1 wrote it. Lines of other kinds are
+    returned as they are."""
+    line: dict[str, Any] = orjson.loads(text)
+    if line.get("kind") != "decision":
+        return line
+    for name in OPTIONAL:
+        line.setdefault(name, [] if name == "grants" else None)
+    return line
+
+
 def decision_line(
     entry: Entry, subject: SubjectView, caller_trace: CallerTrace | None = None
 ) -> dict[str, Any]:
-    """The JSON object of one decision-log line (see decision_log.schema.json).
+    """The complete JSON object of one decision-log line, every field present (null where
+    unknown); ``compact`` of it is what the log writes (see decision_log.schema.json).
 
     Without a trace id of its own (tracing off), the line carries the caller's, read from the
     request headers with ``caller_trace``.
@@ -187,6 +224,8 @@ class DecisionLog:
         self._lock = threading.Lock()  # one writer at a time: the thread or flush()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._early = max(1, queue_size // 2)  # wake the writer at once from this many lines
+        self._dropping = False  # an episode of drops is under way (logged at its start)
 
     def record(
         self,
@@ -213,7 +252,7 @@ class DecisionLog:
         try:
             line = self.format(entry)
         except Exception:
-            self._drop(1)
+            self._drop(1, "a line could not be formatted")
             log.exception("could not format a decision log line (decision_id=%s)", decision_id)
             return
         with self._buffer_lock:
@@ -223,7 +262,7 @@ class DecisionLog:
             self._lines = lines = self._lines + 1
         if self._thread is None:
             self.flush()
-        elif lines >= _BATCH and not self._wake.is_set():
+        elif lines >= self._early and not self._wake.is_set():
             self._wake.set()
 
     def record_line(self, line: Mapping[str, Any]) -> None:
@@ -233,7 +272,7 @@ class DecisionLog:
         try:
             encoded = orjson.dumps(dict(line))
         except TypeError:
-            self._drop(1)
+            self._drop(1, "a line could not be formatted")
             log.exception("could not format a %s line", line.get("kind"))
             return
         with self._buffer_lock:
@@ -258,24 +297,23 @@ class DecisionLog:
         when, ctx, decision, decision_id, latency_us, trace_id, span_id = entry
         fixed = None if decision is None else self._fixed_part(entry, decision)
         if fixed is None:
-            return orjson.dumps(decision_line(entry, self._subject, self._caller_trace))
+            return orjson.dumps(compact(decision_line(entry, self._subject, self._caller_trace)))
         if trace_id is None and self._caller_trace is not None:
             trace_id = self._caller_trace(ctx.headers)
-        per_check = orjson.dumps(
-            {
-                "time": iso_time(when),
-                "decision_id": decision_id,
-                "trace_id": trace_hex(trace_id),
-                "span_id": span_hex(span_id),
-                "client_ip": client_ip(ctx),  # no evidence: the address Envoy saw
-                "method": ctx.method,
-                "host": ctx.host,
-                "path": path_only(ctx.path),
-                "latency_us": latency_us,
-                "transport": ctx.transport,
-            }
-        )
-        return b"".join((_START, per_check[1:-1], b",", fixed, b"}"))
+        per: dict[str, Any] = {"time": iso_time(when), "decision_id": decision_id}
+        if trace_id:
+            per["trace_id"] = trace_hex(trace_id)
+        if span_id:
+            per["span_id"] = span_hex(span_id)
+        address = client_ip(ctx)  # no evidence: the address Envoy saw
+        if address is not None:
+            per["client_ip"] = address
+        per["method"] = ctx.method
+        per["host"] = ctx.host
+        per["path"] = path_only(ctx.path)
+        per["latency_us"] = latency_us
+        per["transport"] = ctx.transport
+        return b"".join((_START, orjson.dumps(per)[1:-1], b",", fixed, b"}"))
 
     def _fixed_part(self, entry: Entry, decision: Decision) -> bytes | None:
         """The encoded fixed fields of ``decision``'s line, kept from the second sight of its
@@ -300,7 +338,7 @@ class DecisionLog:
             return None
         fixed = known[1]
         if fixed is None:
-            line = decision_line(entry, self._subject)
+            line = compact(decision_line(entry, self._subject))
             fixed = orjson.dumps({k: v for k, v in line.items() if k not in PER_CHECK})[1:-1]
             self._fixed[key] = (principal, fixed)
         return fixed
@@ -333,8 +371,10 @@ class DecisionLog:
                 return
             try:
                 self._write(data)
-            except (OSError, ValueError):
-                self._drop(count)
+            except (OSError, ValueError) as exc:
+                self._drop(count, f"writing failed: {exc}")
+            else:
+                self._dropping = False  # a batch went out: the next drop starts an episode
 
     def _write(self, data: bytearray) -> None:
         """Straight to the file descriptor when there is one (no text layer: the lines are
@@ -349,9 +389,19 @@ class DecisionLog:
         while view:
             view = view[os.write(fd, view) :]
 
-    def _drop(self, count: int) -> None:
+    def _drop(self, count: int, why: str = "queue full") -> None:
+        """Count ``count`` lost lines; the first of an episode is logged (to the same stream:
+        a line that says lines are missing, without flooding it)."""
         if self._dropped is not None:
             self._dropped.inc(count)
+        if not self._dropping:
+            self._dropping = True
+            log.warning(
+                "decision log: dropping lines (%s, %d queued); counted in "
+                "ztauthz_decision_log_dropped_total, logged once until a batch is written",
+                why,
+                self._lines,
+            )
 
     def _run(self) -> None:
         while not self._closing:

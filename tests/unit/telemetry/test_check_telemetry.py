@@ -31,7 +31,7 @@ from app.identity.verify import TokenVerifier
 from app.request import RequestContext, make_context
 from app.settings import Settings
 from app.state import Runtime
-from app.telemetry.decision_log import SCHEMA_FILE
+from app.telemetry.decision_log import SCHEMA_FILE, read_line
 from app.telemetry.hub import Telemetry
 from app.telemetry.logging import JsonFormatter
 from app.telemetry.subject import subject_view
@@ -86,7 +86,8 @@ class Harness:
 
     def decisions(self) -> list[dict[str, Any]]:
         self.runtime.telemetry.decision_log.flush()
-        return [json.loads(line) for line in self.decision_stream.getvalue().splitlines()]
+        lines = self.decision_stream.getvalue().splitlines()
+        return [read_line(line) for line in lines]  # every field present, as written or not
 
     def logs(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_stream.getvalue().splitlines()]

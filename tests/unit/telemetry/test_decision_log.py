@@ -16,7 +16,15 @@ from app.decision import Decision, DryRun
 from app.identity.principal import Principal
 from app.reasons import Reason
 from app.request import RequestContext, make_context
-from app.telemetry.decision_log import SCHEMA, SCHEMA_FILE, DecisionLog, decision_line
+from app.telemetry.decision_log import (
+    SCHEMA,
+    SCHEMA_FILE,
+    SCHEMA_V1_FILE,
+    DecisionLog,
+    compact,
+    decision_line,
+    read_line,
+)
 from app.telemetry.subject import subject_view
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
@@ -255,7 +263,7 @@ def formatted(
         kw.get("trace"),
         kw.get("span"),
     )
-    return entry, json.loads(log.format(entry))
+    return entry, read_line(log.format(entry))  # the line as written, every field present
 
 
 @pytest.mark.parametrize("subject", [subject_view(None), HASHED], ids=["plain", "hashed"])
@@ -309,3 +317,53 @@ def test_format_keeps_nothing_across_principals_rules_or_versions() -> None:
         "alice",
         "bob",
     }
+
+
+V1_VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_V1_FILE.read_text()))
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [ALLOW, DENY_TOKEN, DENY_RULE, WITH_GRANT_AND_DRY_RUN, None],
+    ids=["allow", "deny-token", "deny-rule", "grant-dry-run", "exception"],
+)
+@pytest.mark.parametrize("trace", [None, 0xABC])
+def test_schema_2_lines_leave_out_what_is_null_and_read_back_complete(
+    decision: Decision | None, trace: int | None
+) -> None:
+    """Written lines (first sight and reused fixed part alike) carry no null and no empty
+    grants, validate against schema 2, and read back (read_line) to the complete line, which
+    has schema 1's shape."""
+    log = DecisionLog(io.StringIO())
+    for _ in range(3):
+        entry = (NOW, ctx(), decision, DECISION_ID, 1234, trace, None)
+        raw = json.loads(log.format(entry))
+        VALIDATOR.validate(raw)
+        assert None not in raw.values() and raw.get("grants") != []
+        assert raw == compact(decision_line(entry, subject_view(None)))
+        complete = read_line(log.format(entry))
+        assert complete == decision_line(entry, subject_view(None))
+        V1_VALIDATOR.validate({**complete, "schema": 1})
+
+
+def test_read_line_leaves_other_kinds_alone() -> None:
+    assert read_line(b'{"kind":"log","message":"m"}') == {"kind": "log", "message": "m"}
+
+
+def test_drops_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    """The first dropped line of an episode is logged, the others only counted."""
+    stream = BlockedStream()
+    dropped = Dropped()
+    log = DecisionLog(stream, dropped=dropped.counter, queue_size=16)
+    log.start()
+    try:
+        with caplog.at_level("WARNING", logger="ztauthz.decision_log"):
+            log.record(NOW, ctx(), DENY_TOKEN, "0" * 32, 1)
+            assert stream.entered.wait(5)  # the writer is stuck writing that line
+            for i in range(16 + 5):
+                log.record(NOW, ctx(), DENY_TOKEN, f"{i + 1:032x}", 1)
+            assert dropped.count == 5
+            assert len([r for r in caplog.records if "dropping lines" in r.getMessage()]) == 1
+    finally:
+        stream.release.set()
+        log.close()
