@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,25 @@ def start_load_stack(group: ProcessGroup, workdir: Path, policies: Path) -> Load
         http_no_allow_lines=servers["http-no-allow-lines"],
         envoy_ports=envoy_ports,
     )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(processes: Sequence[ManagedProcess]) -> dict[str, float]:
+    """User + system CPU seconds each running process (all its threads) has spent so far, by
+    name (Linux /proc)."""
+    spent: dict[str, float] = {}
+    for process in processes:
+        if process.pid is None:
+            continue
+        try:
+            stat = Path(f"/proc/{process.pid}/stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        spent[process.name] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return spent
 
 
 def resident_kib(pid: int) -> int:

@@ -42,9 +42,16 @@ def table_rows(measured: Sequence[Measured]) -> list[list[str]]:
                 f"{single.p99_us:,}",
                 f"{busy.p50_us:,}",
                 f"{busy.p99_us:,}",
+                _cpu(m.cpu_at(THROUGHPUT_CONNECTIONS)),
             ]
         )
     return rows
+
+
+def _cpu(cpu: Mapping[str, float]) -> str:
+    """The processes that spent CPU on the scenario, most first: ``name us`` per request."""
+    top = sorted(cpu.items(), key=lambda item: -item[1])[:3]
+    return ", ".join(f"{name} {us:,.0f}" for name, us in top)
 
 
 HEADERS = [
@@ -57,6 +64,7 @@ HEADERS = [
     f"p99 us (c={LATENCY_CONNECTIONS})",
     f"p50 us (c={THROUGHPUT_CONNECTIONS})",
     f"p99 us (c={THROUGHPUT_CONNECTIONS})",
+    f"CPU us per request (c={THROUGHPUT_CONNECTIONS})",
 ]
 
 
@@ -218,7 +226,10 @@ def write_results(
                 "key": m.scenario.key,
                 "number": m.scenario.number,
                 "title": m.scenario.title,
-                "runs": [r.as_dict() for r in m.runs],
+                "runs": [
+                    {**r.as_dict(), "cpu_us_per_request": dict(cpu)}
+                    for r, cpu in zip(m.runs, m.cpu, strict=True)
+                ],
             }
             for m in measured
         ],

@@ -176,6 +176,7 @@ def load_scenarios(
                 warm_tokens=warm_tokens,
                 pools=pools,
                 log=_log,
+                processes=group.processes,
             )
         )
         if direct:
@@ -191,11 +192,18 @@ def load_scenarios(
         _log(f"round {round_number} of {rounds} at c={THROUGHPUT_CONNECTIONS}")
         for m in measured:
             estimate = m.at(THROUGHPUT_CONNECTIONS).rps
-            result = scenarios.one_run(
-                stack, m.scenario, THROUGHPUT_CONNECTIONS, seconds, warm_tokens, pools, estimate
+            result, cpu = scenarios.one_run(
+                stack,
+                m.scenario,
+                THROUGHPUT_CONNECTIONS,
+                seconds,
+                warm_tokens,
+                pools,
+                estimate,
+                group.processes,
             )
-            m.runs.append(result)
-            _log(scenarios.describe(m.scenario, result))
+            m.add(result, cpu)
+            _log(scenarios.describe(m.scenario, result, cpu))
     used = memory_at_10k_rules(stack, group, workdir, pools["ES256"], _log) if memory else None
     return measured, cache, used
 

@@ -22,13 +22,14 @@ same wrk script; the Envoy scenarios all forward to the bare endpoint as their u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.dev.procs import ManagedProcess
 from app.dev.stack import http_request
 from bench import policies, wrk
-from bench.loadstack import LoadStack
+from bench.loadstack import LoadStack, cpu_seconds
 from bench.tokens import TokenPool
 
 CHECK_PREFIX = "/check"
@@ -130,12 +131,23 @@ class Measured:
 
     scenario: Scenario
     runs: list[wrk.RunResult] = field(default_factory=list)
+    # Per run (same order as runs): CPU microseconds per request, by process name.
+    cpu: list[Mapping[str, float]] = field(default_factory=list)
+
+    def add(self, run: wrk.RunResult, cpu: Mapping[str, float]) -> None:
+        self.runs.append(run)
+        self.cpu.append(cpu)
 
     def at(self, connections: int) -> wrk.RunResult:
         found = sorted((r for r in self.runs if r.connections == connections), key=_rps)
         if not found:
             raise KeyError(f"{self.scenario.key}: no run at {connections} connections")
         return found[(len(found) - 1) // 2]
+
+    def cpu_at(self, connections: int) -> Mapping[str, float]:
+        """CPU microseconds per request, by process, of the run ``at(connections)``."""
+        run = self.at(connections)
+        return self.cpu[next(i for i, r in enumerate(self.runs) if r is run)]
 
     def levels(self) -> list[wrk.RunResult]:
         """One run per concurrency level (the median one), by concurrency."""
@@ -167,6 +179,7 @@ def measure(
     warm_tokens: Path,
     pools: dict[str, TokenPool],
     log: Callable[[str], None],
+    processes: Sequence[ManagedProcess] = (),
 ) -> Measured:
     """Warm up, then one run per concurrency level. Cold scenarios take fresh tokens from
     their pool for every run (the pool grows before a run, never during one)."""
@@ -175,15 +188,17 @@ def measure(
     for index, conns in enumerate((WARMUP_CONNECTIONS, *connections)):
         warmup = index == 0
         duration = WARMUP_SECONDS if warmup else seconds
-        result = one_run(stack, scenario, conns, duration, warm_tokens, pools, estimate)
+        result, cpu = one_run(
+            stack, scenario, conns, duration, warm_tokens, pools, estimate, processes
+        )
         estimate = max(estimate, result.rps)
         if warmup:
             cold = scenario.cold_alg is not None and result.wrapped
             reused = f" (reused tokens: {result.wrapped})" if cold else ""
             log(f"  {scenario.key}: warm-up {result.rps:,.0f} req/s{reused}")
             continue
-        measured.runs.append(result)
-        log(describe(scenario, result))
+        measured.add(result, cpu)
+        log(describe(scenario, result, cpu))
     return measured
 
 
@@ -195,9 +210,12 @@ def one_run(
     warm_tokens: Path,
     pools: dict[str, TokenPool],
     estimate: float = 0.0,
-) -> wrk.RunResult:
+    processes: Sequence[ManagedProcess] = (),
+) -> tuple[wrk.RunResult, dict[str, float]]:
     """One bounded wrk run of ``scenario``; a cold one takes unused tokens from its pool
-    (grown before the run, for ``estimate`` req/s or more, never during it)."""
+    (grown before the run, for ``estimate`` req/s or more, never during it). Returns the
+    result and the CPU microseconds per request each of ``processes`` spent during the run
+    (those that spent some)."""
     url = stack.url(scenario.port(stack), scenario.path)
     pool = pools.get(scenario.cold_alg) if scenario.cold_alg else None
     first = 0
@@ -206,9 +224,16 @@ def one_run(
         # Enough unused tokens for the fastest rate seen so far, with a margin.
         pool.ensure(int(max(estimate, 8_000.0) * seconds * 1.5) + 1_000)
         tokens, first = pool.path, pool.used
+    before = cpu_seconds(processes)
     result = wrk.run(
         url, connections=connections, seconds=seconds, tokens=tokens, first_token=first
     )
+    after = cpu_seconds(processes)
+    per_request = {
+        name: round((after[name] - spent) / result.requests * 1e6, 1)
+        for name, spent in before.items()
+        if name in after and result.requests and after[name] - spent > 0.02 * seconds
+    }
     if pool is not None:
         pool.advance(result.requests + connections)  # in-flight requests took tokens too
     if result.errors:
@@ -216,13 +241,19 @@ def one_run(
             f"{scenario.key}: {result.errors} errors at {connections} connections "
             f"({result.non_2xx} non-2xx answers) out of {result.requests} requests"
         )
-    return result
+    return result, per_request
 
 
-def describe(scenario: Scenario, result: wrk.RunResult) -> str:
+def describe(
+    scenario: Scenario, result: wrk.RunResult, cpu: Mapping[str, float] | None = None
+) -> str:
     cold = scenario.cold_alg is not None and result.wrapped
     reused = f"  (reused tokens: {result.wrapped})" if cold else ""
+    spent = ""
+    if cpu:
+        top = sorted(cpu.items(), key=lambda item: -item[1])[:3]
+        spent = "  CPU us/req: " + ", ".join(f"{name} {us:.0f}" for name, us in top)
     return (
         f"  {scenario.key}: c={result.connections:<3} {result.rps:>9,.0f} req/s  "
-        f"p50 {result.p50_us:>6} us  p99 {result.p99_us:>6} us{reused}"
+        f"p50 {result.p50_us:>6} us  p99 {result.p99_us:>6} us{reused}{spent}"
     )
