@@ -55,7 +55,8 @@ class Reason(StrEnum):
     WORKLOAD_MISSING = "workload_missing"
     WORKLOAD_DENIED = "workload_denied"
     # 400: the request cannot be matched safely
-    PATH_REJECTED = "path_rejected"
+    PATH_REJECTED = "path_rejected"  # invalid: malformed, encoded separators, dot segments
+    PATH_AMBIGUOUS = "path_ambiguous"  # some common upstream would read another path
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -85,6 +86,7 @@ _STATUS: dict[Reason, int] = {
     Reason.WORKLOAD_MISSING: 403,
     Reason.WORKLOAD_DENIED: 403,
     Reason.PATH_REJECTED: 400,
+    Reason.PATH_AMBIGUOUS: 400,
     Reason.KEYS_UNAVAILABLE: 503,
     Reason.INTERNAL_ERROR: 503,
 }
@@ -126,6 +128,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.WORKLOAD_MISSING: "this request needs a workload identity (mTLS client certificate)",
     Reason.WORKLOAD_DENIED: "this workload is not allowed",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
+    Reason.PATH_AMBIGUOUS: "the request path could be read as another path by the upstream",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
     Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",
     Reason.ALLOWED: "allowed",
