@@ -42,6 +42,7 @@ import jwt
 import orjson
 
 from app.identity.errors import TokenError
+from app.json_depth import may_nest_deeper, nesting_depth
 from app.reasons import Reason
 
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)=?=?")
@@ -78,27 +79,11 @@ def _object(raw: bytes, what: str) -> dict[str, Any]:
 # ``resource_access.<client>.roles``); a thousand levels would exhaust Python's recursion
 # wherever the claims are walked (conditions, logs), so the bound is far below that.
 MAX_DEPTH = 32
-# Strings (skipped whole, escapes included) and the brackets outside them.
-_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-_OPENERS = frozenset(b"[{")
 # A string followed by ':' ends every member name (and a few string values, which is harmless:
 # the count is only compared with the number of members parsed, see _duplicate_names).
 _NAME_END = re.compile(rb'"[ \t\n\r]*:')
 # orjson reads an integer beyond 64 bits as a float: a float this large may have been one.
 _INEXACT = float(2**63)
-
-
-def _depth(raw: bytes) -> int:
-    """How deeply arrays and objects nest in ``raw`` (exact for JSON; iterative)."""
-    depth = deepest = 0
-    for match in _STRUCTURE.finditer(raw):
-        char = match.group()[0]
-        if char in _OPENERS:
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char != 0x22:  # a closing bracket (0x22 is the '"' opening a skipped string)
-            depth -= 1
-    return deepest
 
 
 def _walk(value: Any) -> tuple[int, bool]:
@@ -149,7 +134,7 @@ def _loads(raw: bytes) -> Any:
     equal counts prove there is none, at the cost of a scan; otherwise (a string value ending
     in '":' as well) Python's parser decides, with a hook that sees every pair.
     """
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
+    if may_nest_deeper(raw, MAX_DEPTH) and nesting_depth(raw) > MAX_DEPTH:
         raise ValueError("nested too deeply")
     try:
         value = orjson.loads(raw)
