@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean bench
+.PHONY: demo test lint typecheck unit integration interop venv npm clean bench fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 
 test: $(STAMP) npm lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The fuzz suite's long profile (tests/fuzz/, docs/security-hardening.md): random, thousands of
+# examples per property, no per-test timeout; `make test` runs the short derandomized profile.
+fuzz: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/fuzz --hypothesis-profile=long --timeout=0
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
 # bench extra, starts everything on loopback, prints the table and writes bench/results/.

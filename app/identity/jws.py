@@ -140,9 +140,7 @@ def _loads(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValueError("not I-JSON") from None
-    if type(value) is not dict and type(value) is not list:
-        return value
-    members, large = _walk(value)
+    members, large = _walk([value])  # in a list: a scalar document is walked too
     if large:
         value = json.loads(raw)
     if _names(raw) != members:

@@ -318,6 +318,15 @@ def port_names(spec: Mapping[str, Any], app: AppPort) -> tuple[str, str | None, 
                 "(Envoy) to be authorized"
             ],
         )
+    owners = [
+        p for c in all_containers(spec) for p in c.get("ports", []) if p.get("name") == app.name
+    ]
+    if len(owners) > 1:
+        raise Refused(
+            422,
+            f"port name {app.name!r} is used by more than one port of the pod: a Service "
+            "targeting it could reach either; give each port its own name",
+        )
     renamed = f"app-{app.name}"[:15].rstrip("-")
     if renamed in names or not valid_port_name(renamed):
         raise Refused(

@@ -348,6 +348,17 @@ REFUSALS = [
         "a container named 'ztauthz'",
     ),
     (
+        "the app port's name on another port too",
+        make_pod(
+            annotations={"ztauthz.dev/app-port": "8080"},
+            containers=[
+                app_container(),
+                {"name": "x", "image": "x", "ports": [{"name": "http", "containerPort": 81}]},
+            ],
+        ),
+        "port name 'http' is used by more than one port of the pod",
+    ),
+    (
         "ephemeral containers not a list",
         make_pod(ephemeralContainers={"name": "x"}),
         "spec.ephemeralContainers is not a list of objects",
