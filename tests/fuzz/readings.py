@@ -56,12 +56,17 @@ def _cut(raw: str) -> str:
     return re.split(r"[?#]", raw, maxsplit=1)[0]
 
 
+def _bytes(text: str) -> bytes:
+    """``text`` back to bytes; bytes a decode could not read (surrogate escapes) as they were."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _decode(text: str) -> str:
-    return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
+    return unquote_to_bytes(_bytes(text)).decode("utf-8", "surrogateescape")
 
 
 def _overlong_decode(text: str) -> str:
-    data = unquote_to_bytes(text)
+    data = unquote_to_bytes(_bytes(text))
     data = _OVERLONG.sub(
         lambda m: bytes([((m.group()[0] & 0x1F) << 6) | (m.group()[1] & 0x3F)]), data
     )
