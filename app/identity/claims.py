@@ -163,16 +163,19 @@ def read_scopes(payload: Mapping[str, Any], path: str) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
+        if _SCOPE_STRING.fullmatch(value) is None:
+            raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "scope holds more than scope-tokens")
         scopes = frozenset(value.split(" "))
         scopes = scopes - _EMPTY if "" in scopes else scopes
     else:
         scopes = _strings(value, "scopes")
-    if not all(_SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
-        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "a scope is not an RFC 6749 scope-token")
+        if not all(_SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+            raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "a scope is not a scope-token")
     return shared_names(scopes)
 
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_SCOPE_STRING = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # scope-tokens and SP
 _EMPTY = frozenset({""})
 
 
