@@ -1,8 +1,6 @@
-# syntax=docker/dockerfile:1
-#
 # ztauthz container image: ext_authz check service, sidecar injector and dev tools, one image.
 #
-# Build:
+# Build (docs/containers.md; `make container-check` runs exactly this, and the rest):
 #   docker build -t ztauthz:0.1.0 \
 #     --build-arg REVISION="$(git rev-parse HEAD)" \
 #     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
@@ -13,7 +11,7 @@
 #     -v "$PWD/config.yaml:/etc/ztauthz/config/config.yaml:ro" \
 #     -v "$PWD/policies:/etc/ztauthz/policies:ro" \
 #     ztauthz:0.1.0
-#   (keep the check port on loopback or on a sidecar network: see README.md, "The container image")
+#   (keep the check port on loopback or on a sidecar network: see docs/containers.md)
 #
 # Layout: /opt/ztauthz is a virtualenv holding the locked dependencies; the application code is
 # in /opt/ztauthz/src. Dependencies come only from requirements.lock (pip-compile
@@ -59,17 +57,23 @@ RUN /opt/ztauthz/bin/python -m compileall -q /opt/ztauthz/src \
 # ---------------------------------------------------------------- runtime: no compilers, no pip, no root
 FROM ${PYTHON_IMAGE} AS runtime
 
+# OCI image-spec annotations (pre-defined keys). VERSION and the licence are pyproject.toml's
+# (a test keeps them equal); REVISION, CREATED and SOURCE (the repository's URL) are passed
+# by the build command (docs/containers.md).
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="ztauthz" \
       org.opencontainers.image.description="Zero-trust authorization sidecar for Envoy ext_authz: OIDC tokens, least-privilege policies, explained decisions." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="ztauthz" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 # A fixed, unprivileged UID/GID (65532, as in distroless "nonroot") that manifests can name, and
 # no package tools left for an intruder.

@@ -10,7 +10,15 @@ STAMP  := $(VENV)/.installed
 FIX_OTEL_PROTO = $(BIN)/pip install --quiet --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: demo test lint typecheck unit integration interop venv npm clean bench fuzz
+.PHONY: help demo test lint typecheck unit integration interop deploy-check fuzz venv npm curl redis clean bench container-check sbom
+
+# Coverage floor for `make test` (branch coverage of app/): raised as the suite grows, never
+# lowered. The HTML report lands in htmlcov/index.html (make coverage-report).
+COVERAGE_FLOOR ?= 84
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider
+
+help: ## list the targets, one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(FIX_OTEL_PROTO)
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## create .venv with the package and its dev extras
 
 # Node.js and npm run the interop tests' OIDC provider: installed from Debian when missing.
 tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
@@ -29,27 +37,56 @@ tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-npm: tests/interop/node_modules/.installed
+npm: tests/interop/node_modules/.installed ## install the interop tests' OIDC provider (Node.js from Debian if missing)
 
-demo: $(STAMP)
+# curl runs the commands the docs show (tests/integration/test_documented_commands.py): installed
+# from Debian when missing.
+curl: ## install curl from Debian if missing (the documented commands use it)
+	@command -v curl >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+
+# redis-server backs the shared store's integration tests (tests/integration/redis_support.py
+# starts one per test on a loopback port).
+redis: ## install redis-server from Debian if missing
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+demo: $(STAMP) ## run the local stack: Envoy + ztauthz + dev OIDC issuer + demo upstream, on loopback
 	$(BIN)/ztauthz dev stack
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck ## ruff (lint and format) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict over app/ and tests/
 	$(BIN)/mypy
 
-test: $(STAMP) npm lint
-	$(BIN)/pytest -q -p no:cacheprovider
+test: $(STAMP) npm curl redis lint ## the whole suite (lint, types, unit, integration, interop, deploy) with the coverage gate
+	$(PYTEST) --cov=app --cov-branch --cov-report=term:skip-covered --cov-report=html \
+	  --cov-fail-under=$(COVERAGE_FLOOR)
+
+unit: $(STAMP) ## unit tests: in-process, no Envoy
+	$(PYTEST) tests/unit
+
+integration: $(STAMP) curl npm redis ## tests through real Envoy, ztauthz, issuers, Redis and the CLI (and the documented Node.js verifier)
+	$(PYTEST) tests/integration
+
+interop: $(STAMP) npm ## interop with the independent OIDC provider (npm oidc-provider)
+	$(PYTEST) tests/interop
+
+deploy-check: $(STAMP) ## deployment files: Envoy bootstraps, Kubernetes (kubernetes-validate --strict), Istio, compose
+	$(PYTEST) tests/deploy
 
 # The fuzz suite's long profile (tests/fuzz/, docs/security-hardening.md): random, thousands of
 # examples per property, no per-test timeout; `make test` runs the short derandomized profile.
-fuzz: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests/fuzz --hypothesis-profile=long --timeout=0
+fuzz: $(STAMP) ## the fuzz suite's long profile (random, 4,000 examples a property), ~15 min
+	$(PYTEST) tests/fuzz --hypothesis-profile=long --timeout=0
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
 # bench extra, starts everything on loopback, prints the table and writes bench/results/.
-bench: $(STAMP)
+bench: $(STAMP) ## load and micro benchmarks against baselines (bench/README.md), ~5 min
 	@command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
@@ -57,5 +94,23 @@ bench: $(STAMP)
 	$(FIX_OTEL_PROTO)
 	$(BIN)/python -m bench.run
 
-clean:
-	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache
+# The CycloneDX SBOM (JSON, spec 1.6) of the image's Python runtime set: every pinned, hashed
+# entry of requirements.lock, with ztauthz (pyproject.toml) as the root component. The lock is
+# flat, so the SBOM lists components without a dependency graph (the warning says so).
+SBOM ?= dist/ztauthz.cdx.json
+sbom: $(STAMP) ## the CycloneDX SBOM of the runtime set (dist/ztauthz.cdx.json)
+	@mkdir -p $(dir $(SBOM))
+	$(BIN)/python -W "ignore:The Component this BOM is describing:UserWarning" -m cyclonedx_py \
+	  requirements requirements.lock --pyproject pyproject.toml \
+	  --sv 1.6 --of JSON --output-reproducible -o $(SBOM)
+	@echo "wrote $(SBOM)"
+
+# The image and the docker-compose walkthrough with a real Docker engine (docs/containers.md):
+# installs Debian's docker.io and Compose v2 when missing and starts the engine if none runs
+# (root), uses local stand-ins where no registry answers. Minutes, not part of `make test`.
+container-check: ## the image and the compose walkthrough with a real Docker engine (root, ~90 s warm)
+	$(PYTHON) -m tools.container_check
+
+
+clean: ## remove the venv, node_modules, caches and coverage output
+	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

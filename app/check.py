@@ -7,13 +7,18 @@ so no decision goes unrecorded, whichever transport asked.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from app.decision import Decision
-from app.pipeline import authorize, new_decision_id
+from app.decision_id import new_decision_id
+from app.pipeline import authorize
+from app.reasons import Reason
 from app.request import RequestContext
 from app.state import Runtime
 from app.telemetry.decision_log import DecisionLog
+
+log = logging.getLogger("ztauthz.check")
 
 
 class Checker:
@@ -39,7 +44,26 @@ class Checker:
             decision = await authorize(
                 ctx, self._runtime.state, now, decision_id, telemetry.tracing.steps
             )
+            assertions = self._runtime.assertions
+            if decision.allow and assertions is not None:
+                decision = self._with_assertion(decision, ctx, now)
             return decision
         finally:
             elapsed = time.perf_counter() - started
             telemetry.end_check(scope, ctx, decision, elapsed, now, self._log)
+
+    def _with_assertion(self, decision: Decision, ctx: RequestContext, now: float) -> Decision:
+        """The allow with its signed assertion; a deny (``internal_error``) when it cannot be
+        signed: an upstream that relies on the assertion must never see an allow without it."""
+        assert self._runtime.assertions is not None
+        try:
+            return self._runtime.assertions.attach(decision, ctx, now)
+        except Exception:
+            log.exception("assertion not signed; denying (decision_id=%s)", decision.decision_id)
+            return Decision(
+                False,
+                Reason.INTERNAL_ERROR,
+                decision.decision_id,
+                decision.policy_version,
+                principal=decision.principal,
+            )

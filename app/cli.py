@@ -1,4 +1,4 @@
-"""The ``ztauthz`` command line: serve | policy check | policy test | explain | dev ..."""
+"""The ``ztauthz`` command line: serve | policy check | policy test | explain | revoke | dev ..."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from app import __version__
 from app.cli_policy import add_policy_commands
+from app.cli_revoke import add_revoke_command
 from app.injector.cli import add_injector_command
 
 EXIT_OK = 0
@@ -59,6 +60,7 @@ def build_parser(with_dev: bool) -> argparse.ArgumentParser:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_sub, sub)  # policy check | policy test, and explain
     add_injector_command(sub)  # the Kubernetes sidecar injection webhook
+    add_revoke_command(sub)  # the kill switch, through a running ztauthz's admin API
 
     if with_dev:
         # Imported only for `ztauthz dev ...`: the dev issuer is never reachable from `serve`.

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from app.durations import parse_duration
+from app.http_facts import AUTHORIZATION
 from app.policy.loader import (
     DEFAULT_GRANT_MAX_DURATION,
     LoadOptions,
@@ -153,9 +154,9 @@ def _token(args: argparse.Namespace, headers: Mapping[str, str]) -> str | None:
         return str(args.token)
     if args.token_file is not None:
         return Path(args.token_file).read_text(encoding="utf-8").strip()
-    authorization = headers.get("authorization", "")
+    authorization = headers.get(AUTHORIZATION, "")
     scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return value.strip() if scheme.lower() in ("bearer", "dpop") and value.strip() else None
 
 
 async def _verified(token: str, config: Path, now: float) -> Any:

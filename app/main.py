@@ -5,44 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
-
-import uvicorn
 
 from app import heap
 from app.check import Checker
 from app.reload import reloading
 from app.settings import Settings
+from app.signals.receiver import create_receiver_app
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
 from app.transport.admin import create_admin_app
-from app.transport.check_protocol import Answers, CheckProtocol
-from app.transport.http import create_check_app
+from app.transport.http import ListenerServer, check_config, listener_config
 
 if TYPE_CHECKING:
     from app.transport.grpc import GrpcServer
 
 log = logging.getLogger("ztauthz")
-
-# Idle connections on the check listener are closed by Envoy, the client, never first by
-# ztauthz: a server-side close racing a request Envoy has just sent on that connection fails
-# the request (with status_on_error: a spurious 503). Envoy's upstream idle timeout is one hour
-# unless its cluster sets common_http_protocol_options.idle_timeout; this is longer.
-CHECK_KEEP_ALIVE_SECONDS = 3_900
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without signal handlers of its own: ``serve`` stops every listener together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -54,39 +38,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # pragma: no cover - e.g. Windows
         return None
     return uvloop.new_event_loop
-
-
-def _server(
-    app: object,
-    host: str,
-    port: int,
-    log_level: str,
-    grace: float,
-    http: Callable[..., asyncio.Protocol] | None = None,
-    keep_alive: int = 5,
-) -> uvicorn.Server:
-    """uvicorn serving ``app``, or answering with the protocol ``http`` builds per connection."""
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level,
-        # uvicorn[standard]'s C parser, as "auto" would pick; or the check listener's own
-        # protocol (app/transport/check_protocol.py), which uses the same parser.
-        http=http or "httptools",  # type: ignore[arg-type]
-        # Envoy is the only client: X-Forwarded-* describe the original request (policy input
-        # via the headers Envoy forwards), never this connection, so uvicorn must not rewrite
-        # the scope's client from them.
-        proxy_headers=False,
-        access_log=False,  # access logs would carry query strings; decisions are logged instead
-        log_config=None,  # logging is configured once, as JSON (app/telemetry/logging.py)
-        server_header=False,
-        date_header=False,
-        lifespan="off",
-        timeout_graceful_shutdown=math.ceil(grace),
-        timeout_keep_alive=keep_alive,
-    )
-    return _Server(config)
 
 
 @contextlib.contextmanager
@@ -120,7 +71,8 @@ async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens.
 
     On the first signal every listener stops accepting, gRPC health turns NOT_SERVING, and
-    in-flight checks get ``server.shutdown_grace`` to finish; a second signal stops at once.
+    in-flight checks get ``server.shutdown_grace`` to finish, then queued spans what is left of
+    it (the collector cannot hold the exit); a second signal stops at once.
     """
     tracing = Tracing.from_env()  # OTEL_* only; off (nothing exported) when unconfigured
     tracing.install_propagator()
@@ -128,35 +80,33 @@ async def serve(settings: Settings) -> None:
     async with runtime:
         checker = Checker(runtime)
         grace = settings.server.shutdown_grace.total_seconds()
-        servers = [
-            _server(
-                create_admin_app(runtime),
+        admin = create_admin_app(runtime)
+        runtime.telemetry.tracing.instrument(admin)
+        configs = [
+            listener_config(
+                admin,
                 settings.server.admin.host,
                 settings.server.admin.port,
                 settings.log_level,
                 grace,
             )
         ]
-        if settings.server.check.enabled:
-            check = create_check_app(checker)
-            listener = settings.server.check
-            protocol = None
-            if runtime.telemetry.tracing.enabled:
-                # opentelemetry-instrumentation-fastapi's server span around every check
-                runtime.telemetry.tracing.instrument(check)
-            else:
-                protocol = functools.partial(CheckProtocol, Answers(check.endpoint))
-            servers.append(
-                _server(
-                    check,
-                    listener.host,
-                    listener.port,
+        receiver = settings.signals.receiver
+        if receiver.listener == "own" and settings.signals.transmitters:
+            # The SSF push receiver (RFC 8935) on a port of its own: the one port transmitters
+            # reach; the admin port (metrics, kill switch) stays internal.
+            configs.append(
+                listener_config(
+                    create_receiver_app(runtime.signals),
+                    receiver.host,
+                    receiver.port,
                     settings.log_level,
                     grace,
-                    protocol,
-                    CHECK_KEEP_ALIVE_SECONDS,
                 )
             )
+        if settings.server.check.enabled:
+            configs.append(check_config(checker, settings.log_level, grace))
+        servers = [ListenerServer(config) for config in configs]
         grpc_server: GrpcServer | None = None
         if settings.server.grpc.enabled:
             # Imported only when used: grpcio and the Envoy protos are ~20 MB per worker.
@@ -164,8 +114,11 @@ async def serve(settings: Settings) -> None:
 
             grpc_server = GrpcServer(checker, settings.server.grpc)
         stopping = asyncio.Event()
+        deadline = math.inf  # the first signal's time + grace: everything ends by then
 
         def stop() -> None:
+            nonlocal deadline
+            deadline = min(deadline, time.monotonic() + grace)
             for server in servers:
                 server.force_exit = stopping.is_set()  # the second signal: no more grace
                 server.should_exit = True
@@ -193,3 +146,5 @@ async def serve(settings: Settings) -> None:
                 stop()
                 if grpc_server is not None:
                     await grpc_server.stop(0)
+                # Queued spans get what is left of the grace, whatever the collector does.
+                runtime.telemetry.tracing.shutdown(max(0.0, deadline - time.monotonic()))

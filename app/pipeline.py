@@ -6,14 +6,14 @@ Each step is a function of typed, frozen values. Any unexpected exception become
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-from collections import deque
 
-from app.decision import Decision
+from app.decision import Decision, DpopChallenge
 from app.evidence.model import Evidence
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.errors import TokenError
-from app.identity.extract import extract_token
+from app.identity.extract import extract_credential
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput, with_evidence
@@ -21,33 +21,25 @@ from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason
 from app.request import RequestContext
 from app.state import RuntimeState
-from app.telemetry.tracing import EVALUATE_SPAN, EVIDENCE_SPAN, NO_STEPS, VERIFY_SPAN, Steps
+from app.telemetry.tracing import (
+    EVALUATE_SPAN,
+    EVIDENCE_SPAN,
+    INTROSPECT_SPAN,
+    NO_STEPS,
+    SIGNALS_SPAN,
+    VERIFY_SPAN,
+    Steps,
+)
 
 log = logging.getLogger("ztauthz.pipeline")
 
 
-# A random (version 4, RFC 9562 variant) UUID's bits, without building a uuid.UUID.
-_UUID4_KEEP = ~(0xF000 << 64) & ~(0xC000 << 48)
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-_IDS_PER_READ = 256
-# Ready decision ids. os.urandom is read 4 KiB at a time: a read per check releases the GIL,
-# and getting it back behind the decision-log writer cost more than the id itself.
-_ids: deque[str] = deque()
-os.register_at_fork(after_in_child=_ids.clear)  # a forked worker never repeats its parent's
-
-
-def new_decision_id() -> str:
-    """A random UUID4 in 32 hex digits, as ``uuid.uuid4().hex`` (from the same source)."""
-    try:
-        return _ids.popleft()  # atomic: no two callers get the same id
-    except IndexError:
-        pool = os.urandom(16 * _IDS_PER_READ)
-        fresh = [
-            f"{int.from_bytes(pool[at : at + 16]) & _UUID4_KEEP | _UUID4_SET:032x}"
-            for at in range(0, len(pool), 16)
-        ]
-        _ids.extend(fresh[1:])
-        return fresh[0]
+def dpop_challenge(state: RuntimeState, reason: Reason, now: float) -> DpopChallenge | None:
+    """The DPoP challenge's parameters for a refusal that answers with one (RFC 9449 §7.1)."""
+    if reason not in CHALLENGE_ERRORS:
+        return None
+    binding = state.binding
+    return DpopChallenge(binding.algorithms, binding.nonce(now))
 
 
 async def authorize(
@@ -60,6 +52,7 @@ async def authorize(
     """Decide one request. Never raises. ``steps`` opens a child span per step (tracing)."""
     version = state.policies.version
     principal: Principal | None = None
+    token: str | None = None
     try:
         try:
             request = PolicyInput(
@@ -74,35 +67,105 @@ async def authorize(
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:
-                token = extract_token(ctx.headers, state.settings.token.cookie)
-                if token is not None:
-                    principal = await state.verifier.verify(token, now)
+                credential = extract_credential(ctx.headers, state.settings.token.cookie)
+                if credential is not None:
+                    verified = await state.verifier.verify(credential.token, now)
+                    # A token bound to a key or certificate (cnf) only from its holder.
+                    await state.binding.enforce(ctx, credential, verified.claims, now)
+                    principal = verified
             except TokenError as exc:
                 # An invalid token is refused even on anonymous routes: presenting bad
                 # credentials is never silently downgraded to "no credentials".
                 span.set_attribute("ztauthz.reason", exc.reason.value)
                 log.info("token refused: %s", exc.reason.value)
-                return Decision(False, exc.reason, decision_id, version)
+                return Decision(
+                    False,
+                    exc.reason,
+                    decision_id,
+                    version,
+                    dpop=dpop_challenge(state, exc.reason, now),
+                )
         evidence: Evidence | None = None
         if state.evidence is not None:  # only when some evidence source is configured
             with steps.span(EVIDENCE_SPAN):
                 evidence = await state.evidence.gather(ctx, principal, now)
                 request = with_evidence(request, evidence, now)
+        # What security events and operators said since (app/signals/view.py): before any
+        # remembered decision, on every check. An empty view costs one truth test.
+        revocations = state.revocations
+        signalled = False
+        if revocations:
+            with steps.span(SIGNALS_SPAN) as span:
+                device = None if evidence is None or evidence.device is None else evidence.device
+                if principal is not None:
+                    said = revocations.check_principal(
+                        principal, now, None if device is None else device.id
+                    )
+                    if said.refusal is not None:
+                        span.set_attribute("ztauthz.reason", said.refusal.value)
+                        return Decision(
+                            False, said.refusal, decision_id, version, principal=principal
+                        )
+                    if said.principal is not None:
+                        principal, signalled = said.principal, True
+                        request = dataclasses.replace(request, signals=said.variables)
+                if device is not None:
+                    refused = revocations.check_device(device.id, principal, now)
+                    if refused is not None:
+                        span.set_attribute("ztauthz.reason", refused[0].value)
+                        return Decision(
+                            False,
+                            refused[0],
+                            decision_id,
+                            version,
+                            principal=principal,
+                            evidence=evidence,
+                        )
         # Plain rules decide the same for the same principal and request line (the memo's
-        # module says when); shadow policies and evidence make every check its own.
-        remember = principal is not None and evidence is None and state.candidate is None
+        # module says when); shadow policies, evidence and signals make every check its own.
+        remember = (
+            principal is not None and evidence is None and state.candidate is None and not signalled
+        )
         with steps.span(EVALUATE_SPAN):
             if remember:
                 assert principal is not None
                 known = state.memo.get(principal, state.policies, request, decision_id)
                 if known is not None:
+                    if known.allow and known.rule_id in state.policies.high_risk:
+                        return await _confirmed(known, token, state, now, steps)
                     return known
             decision = policy_decision(
                 state.policies, state.candidate, request, principal, now, decision_id, evidence
             )
+        if decision.reason in CHALLENGE_ERRORS:  # a rule's sender_constrained: a DPoP challenge
+            decision = dataclasses.replace(
+                decision, dpop=dpop_challenge(state, decision.reason, now)
+            )
         if remember:
             state.memo.put(state.policies, request, decision)
+        if decision.allow and decision.rule_id in state.policies.high_risk:
+            return await _confirmed(decision, token, state, now, steps)
         return decision
     except Exception:
         log.exception("check failed; denying (decision_id=%s)", decision_id)
         return Decision(False, Reason.INTERNAL_ERROR, decision_id, version, principal=principal)
+
+
+async def _confirmed(
+    decision: Decision, token: str | None, state: RuntimeState, now: float, steps: Steps
+) -> Decision:
+    """``decision``, an allow by a ``high_risk`` rule, once the token's issuer confirmed the
+    token active by introspection (docs/introspection.md); else the refusal that says why."""
+    principal = decision.principal
+    with steps.span(INTROSPECT_SPAN) as span:
+        try:
+            if token is None or principal is None:  # e.g. a workload rule, allowed without one
+                raise TokenError(Reason.INTROSPECTION_REQUIRED, "no token to confirm")
+            await state.verifier.confirm(token, principal, now)
+        except TokenError as exc:
+            span.set_attribute("ztauthz.reason", exc.reason.value)
+            log.info(
+                "high-risk rule %s: token not confirmed: %s", decision.rule_id, exc.reason.value
+            )
+            return dataclasses.replace(decision, allow=False, reason=exc.reason)
+    return decision

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.fileprint import Fingerprint, fingerprint
 from app.policy.index import CompiledPolicies
 from app.policy.loader import Problem, compile_policy_dir
 from app.policy.model import Grant
@@ -35,7 +36,6 @@ from app.state import Runtime, load_options
 log = logging.getLogger("ztauthz.policy")
 
 MAX_REPORTED_PROBLEMS = 20
-Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 class EventSink(Protocol):
@@ -46,24 +46,6 @@ def log_event(event: str, /, **fields: Any) -> None:
     """The fallback sink: one log line with ``extra={"event": ...}``."""
     level = logging.WARNING if event == "policies_rejected" else logging.INFO
     log.log(level, event.replace("_", " "), extra={"event": event, **fields})
-
-
-def fingerprint(root: Path | None) -> Fingerprint:
-    """What a change to a directory changes; empty for a missing directory."""
-    if root is None or not root.is_dir():
-        return ()
-    entries = []
-    for path in root.rglob("*"):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        try:
-            stat = path.stat()
-        except OSError:
-            continue  # vanished between listing and stat: the next tick sees the result
-        if path.is_file():
-            entries.append((relative.as_posix(), stat.st_mtime_ns, stat.st_size, stat.st_ino))
-    return tuple(sorted(entries))
 
 
 def _iso(moment: float) -> str:

@@ -39,6 +39,9 @@ class RequestContext:
     ``context_extensions``  the route's ``ExtAuthzPerRoute`` context extensions (operator-set).
     ``route_metadata``      the route's ``filter_metadata``, namespace -> JSON object, for the
                             namespaces listed in ``route_metadata_context_namespaces``.
+    ``scheme``              the request's scheme as Envoy saw it (``attributes.request.http
+                            .scheme``); over HTTP the ``x-forwarded-proto`` header Envoy sets
+                            says the same (app/identity/binding.py reads both).
     """
 
     method: str
@@ -51,6 +54,7 @@ class RequestContext:
     peer_principal: str | None = None
     context_extensions: Mapping[str, str] = field(default_factory=_no_strings)
     route_metadata: Mapping[str, Mapping[str, object]] = field(default_factory=_no_metadata)
+    scheme: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -68,6 +72,7 @@ def make_context(
     peer_principal: str | None = None,
     context_extensions: Mapping[str, str] | None = None,
     route_metadata: Mapping[str, Mapping[str, object]] | None = None,
+    scheme: str | None = None,
 ) -> RequestContext:
     lowered = MappingProxyType({k.lower(): v for k, v in headers.items()})
     return RequestContext(
@@ -81,4 +86,5 @@ def make_context(
         peer_principal=peer_principal or None,
         context_extensions=MappingProxyType(dict(context_extensions or {})),
         route_metadata=MappingProxyType(dict(route_metadata or {})),
+        scheme=scheme.lower() if scheme else None,
     )

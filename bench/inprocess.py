@@ -26,7 +26,8 @@ from app.request import RequestContext, make_context
 from app.settings import Issuer, Settings
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
-from app.transport.http import create_check_app
+from app.telemetry.tracing import Tracing
+from app.transport.http import CheckEndpoint, listener_config
 from bench import policies
 
 TOKEN_TTL = 600.0  # within the issuer's max_token_lifetime (15m)
@@ -109,11 +110,32 @@ class _Discard(io.StringIO):
         return len(text)
 
 
+def traced() -> Tracing:
+    """Tracing as ``serve`` runs it (batched export), every span sampled, exported nowhere:
+    what tracing costs a check in-process, minus the network."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class _Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Nowhere()))
+    return Tracing(provider)
+
+
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Runtime]:
+async def running(settings: Settings, tracing: bool = False) -> AsyncIterator[Runtime]:
     """A started Runtime whose keys are loaded; its decision log runs as in production (each
-    line formatted and queued for the writer thread), only the lines are then discarded."""
-    runtime = Runtime(settings, telemetry=Telemetry.create(settings, stream=_Discard()))
+    line formatted and queued for the writer thread), only the lines are then discarded.
+    ``tracing``: every check traced as ``serve`` would with an OTLP endpoint (``traced``)."""
+    telemetry = Telemetry.create(settings, stream=_Discard(), tracing=traced() if tracing else None)
+    runtime = Runtime(settings, telemetry=telemetry)
     async with runtime:
         deadline = time.monotonic() + 10
         while not runtime.is_ready():
@@ -151,7 +173,7 @@ class AsgiDriver:
     """Calls the check app as uvicorn would, one request at a time, and keeps the statuses."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.app = create_check_app(Checker(runtime))
+        self.app = CheckEndpoint(Checker(runtime))
         self.statuses: dict[int, int] = {}
 
     async def _receive(self) -> dict[str, Any]:
@@ -174,15 +196,19 @@ class AsgiDriver:
 
 
 class _Transport(asyncio.Transport):
-    """Collects what the protocol writes; ``reply`` resolves at each write."""
+    """Collects nothing: what the listener writes is counted by the protocol driver."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.reply: asyncio.Future[bytes] | None = None
+        self.written: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.reply is not None and not self.reply.done():
-            self.reply.set_result(bytes(data))
+        self.written.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 9000), "peername": ("127.0.0.1", 40000)}.get(
+            name, default
+        )
 
     def is_closing(self) -> bool:
         return False
@@ -190,20 +216,35 @@ class _Transport(asyncio.Transport):
     def close(self) -> None:
         pass
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
 
 class ProtocolDriver:
-    """Feeds HTTP/1.1 check requests to the check listener's protocol (the one ``serve``
-    runs with tracing off) over a fake transport, one at a time, and keeps the statuses."""
+    """Feeds HTTP/1.1 check requests to the check listener's protocol (uvicorn's, as ``serve``
+    runs it: app/transport/http.py) over a fake transport, one at a time, and keeps the
+    statuses."""
 
     def __init__(self, runtime: Runtime) -> None:
-        from types import SimpleNamespace
+        from uvicorn.server import ServerState
 
-        from app.transport.check_protocol import Answers, CheckProtocol
+        from app.transport.http import BoundedHead
 
-        app = create_check_app(Checker(runtime))
-        state = SimpleNamespace(connections=set(), tasks=set())
-        config = SimpleNamespace(timeout_keep_alive=5)
-        self.protocol = CheckProtocol(Answers(app.endpoint), config, state)
+        config = listener_config(CheckEndpoint(Checker(runtime)), "127.0.0.1", 9000, "warning", 1)
+        config.load()
+        driver = self
+
+        class Timed(BoundedHead):
+            def on_response_complete(self) -> None:
+                super().on_response_complete()
+                if driver.answered is not None and not driver.answered.done():
+                    driver.answered.set_result(None)
+
+        self.answered: asyncio.Future[None] | None = None
+        self.protocol = Timed(config, ServerState(), {})
         self.transport = _Transport()
         self.protocol.connection_made(self.transport)
         self.statuses: dict[int, int] = {}
@@ -216,12 +257,11 @@ class ProtocolDriver:
         started = time.perf_counter()
         for _ in range(repeat):
             for head in heads:
-                transport.reply = loop.create_future()
+                self.answered = loop.create_future()
+                transport.written.clear()
                 protocol.data_received(head)
-                reply = (
-                    transport.reply.result() if transport.reply.done() else await transport.reply
-                )
-                status = int(reply[9:12])
+                await self.answered
+                status = int(transport.written[0][9:12])
                 self.statuses[status] = self.statuses.get(status, 0) + 1
         return time.perf_counter() - started
 

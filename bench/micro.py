@@ -4,6 +4,9 @@ evaluation scales with the number of rules.
 - ``pipeline``: ``Checker.check`` (the pipeline plus telemetry: metrics, the decision-log
   line formatted and queued for its writer) on the benchmark request, with the token cache
   warm (the same token) and cold (a different token every call, RS256 and ES256);
+- ``assertion``: the same warm decision without and with the signed identity assertion
+  (app/assertion/, ES256): reused as ``serve`` reuses it, and signed on every allow
+  (``cache_size: 0``);
 - ``policy``: ``evaluate`` of the benchmark request at 10, 100, 1,000 and 10,000 rules;
 - ``collector``: how long a full collection of Python's cyclic garbage collector holds the
   interpreter (every check waits) with 10,000 rules loaded, in milliseconds: with nothing
@@ -15,12 +18,16 @@ Each figure is the median of several timed batches, in microseconds per call.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import heap
 from app.check import Checker
@@ -75,6 +82,82 @@ async def pipeline(workdir: Path, log: Callable[[str], None]) -> dict[str, float
     log(
         "  pipeline: cached {cached_us:.1f} us, uncached RS256 {uncached_rs256_us:.1f} us, "
         "ES256 {uncached_es256_us:.1f} us per decision".format(**results)
+    )
+    return results
+
+
+def _assertion_key(directory: Path) -> Path:
+    """One ES256 (P-256) signing key, as ``assertion.keys`` reads it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    (directory / "bench.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return directory
+
+
+async def assertion(workdir: Path, log: Callable[[str], None]) -> dict[str, float]:
+    """Microseconds per warm decision without the assertion, with it (reused: what ``serve``
+    does) and with it signed on every allow, the runs interleaved, the median counting; and
+    the assertion step alone (``AssertionSigner.attach``), reused and signed."""
+    policy_dir = policies.write_policy_dir(workdir / "assertion-policies", 10)
+    keys = _assertion_key(workdir / "assertion-keys")
+    section = {
+        "enabled": True,
+        "issuer": "https://ztauthz.bench",
+        "audience": "https://upstream.bench",
+        "keys": keys,
+    }
+    variants = {
+        "without_us": {},
+        "with_us": {"assertion": section},
+        "signed_each_us": {"assertion": {**section, "cache_size": 0}},
+    }
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    with inprocess.dev_issuer(workdir) as issuer:
+        warm = inprocess.context(issuer.token())
+        async with contextlib.AsyncExitStack() as stack:
+            checkers: dict[str, Checker] = {}
+            for name, overrides in variants.items():
+                settings = inprocess.settings_for(issuer.url, policy_dir, **overrides)
+                runtime = await stack.enter_async_context(inprocess.running(settings))
+                checker = checkers[name] = Checker(runtime)
+                decision = await checker.check(warm)
+                if not decision.allow or (decision.assertion is None) != (name == "without_us"):
+                    raise RuntimeError(f"{name}: the benchmark request must be allowed")
+                await time_checks(checker, [warm] * 1_000, 1)  # warm-up
+            for _ in range(7):
+                for name, checker in checkers.items():
+                    timings[name].append(await time_checks(checker, [warm] * 2_000, 1))
+            # The signing step alone: AssertionSigner.attach on an allowed decision.
+            for name, attach_name in (
+                ("with_us", "attach_reused_us"),
+                ("signed_each_us", "attach_signed_us"),
+            ):
+                runtime = checkers[name].runtime
+                signer = runtime.assertions
+                assert signer is not None
+                decision = await checkers["without_us"].check(warm)
+                now = runtime.now()
+                batches = []
+                for _ in range(7):
+                    began = time.perf_counter()
+                    for _ in range(1_000):
+                        signer.attach(decision, warm, now)
+                    batches.append(time.perf_counter() - began)
+                timings[attach_name] = [_median_us(batches, 1_000)]
+    results = {name: round(statistics.median(values), 2) for name, values in timings.items()}
+    results["reused_cost_us"] = round(results["with_us"] - results["without_us"], 2)
+    results["signed_cost_us"] = round(results["signed_each_us"] - results["without_us"], 2)
+    log(
+        "  assertion: {without_us:.1f} us per decision without, {with_us:.1f} us with it "
+        "(+{reused_cost_us:.1f} us, reused), {signed_each_us:.1f} us signed on every allow "
+        "(+{signed_cost_us:.1f} us); the step alone: {attach_reused_us:.1f} us reused, "
+        "{attach_signed_us:.1f} us signed".format(**results)
     )
     return results
 

@@ -1,7 +1,8 @@
 """Profile the check path in-process: ``python -m bench.profile [--cold] [--requests N]``.
 
-Drives the check listener's protocol (or, with ``--asgi``, the ASGI app) without sockets, on
-uvloop, with the benchmark request, and prints the microseconds per request, then a pyinstrument call tree (``pip install pyinstrument``; the
+Drives the check listener's protocol (uvicorn's, as ``serve`` runs it; with ``--asgi`` the
+check endpoint alone, without HTTP) without sockets, on uvloop, with the benchmark request
+(``--tracing``: every check traced, spans exported nowhere), and prints the microseconds per request, then a pyinstrument call tree (``pip install pyinstrument``; the
 ``bench`` extra installs it). For a live server under load use py-spy instead, e.g.
 ``py-spy record -p <ztauthz pid> -f raw -o profile.txt`` while wrk runs.
 """
@@ -18,7 +19,7 @@ from bench import inprocess, policies
 
 
 async def _profile(
-    requests: int, cold: bool, alg: str, rules: int, profile: bool, asgi: bool
+    requests: int, cold: bool, alg: str, rules: int, profile: bool, asgi: bool, tracing: bool
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="ztauthz-profile-") as tmp:
         work = Path(tmp)
@@ -27,7 +28,7 @@ async def _profile(
             settings = inprocess.settings_for(issuer.url, policy_dir)
             tokens = issuer.tokens(requests, alg) if cold else [issuer.token(alg)]
             repeat = 1 if cold else requests
-            async with inprocess.running(settings) as runtime:
+            async with inprocess.running(settings, tracing) as runtime:
                 driver: inprocess.AsgiDriver | inprocess.ProtocolDriver = (
                     inprocess.AsgiDriver(runtime) if asgi else inprocess.ProtocolDriver(runtime)
                 )
@@ -54,12 +55,21 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true", help="only time the requests")
     parser.add_argument(
-        "--asgi", action="store_true", help="through the ASGI app (tracing on) instead"
+        "--asgi", action="store_true", help="the check endpoint alone, without HTTP"
     )
+    parser.add_argument("--tracing", action="store_true", help="trace every check")
     args = parser.parse_args()
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # uvloop, as serve
         runner.run(
-            _profile(args.requests, args.cold, args.alg, args.rules, not args.no_profile, args.asgi)
+            _profile(
+                args.requests,
+                args.cold,
+                args.alg,
+                args.rules,
+                not args.no_profile,
+                args.asgi,
+                args.tracing,
+            )
         )
 
 

@@ -118,6 +118,17 @@ def markdown(
         f"| decision, token not cached (RS256) | {pipeline['uncached_rs256_us']:.1f} |",
         f"| decision, token not cached (ES256) | {pipeline['uncached_es256_us']:.1f} |",
     ]
+    signed = micro.get("assertion")
+    if signed is not None:
+        parts += [
+            f"| decision, token cached, without the signed assertion | {signed['without_us']:.1f} |",
+            f"| the same with the assertion (ES256, reused as `serve` does) | "
+            f"{signed['with_us']:.1f} (+{signed['reused_cost_us']:.1f}) |",
+            f"| the same with the assertion signed on every allow (`cache_size: 0`) | "
+            f"{signed['signed_each_us']:.1f} (+{signed['signed_cost_us']:.1f}) |",
+            f"| the assertion step alone, reused / signed | "
+            f"{signed['attach_reused_us']:.1f} / {signed['attach_signed_us']:.1f} |",
+        ]
     parts += [f"| policy evaluation, {int(n):,} rules | {us:.2f} |" for n, us in policy.items()]
     collector = micro["collector"]
     parts += [

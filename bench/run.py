@@ -202,6 +202,7 @@ def run(seconds: int, connections: tuple[int, ...], rounds: int, out: Path, work
     _log("in-process micro-benchmarks ...")
     micro_results: dict[str, Any] = {
         "pipeline": asyncio.run(micro.pipeline(workdir, _log)),
+        "assertion": asyncio.run(micro.assertion(workdir, _log)),
         "policy": micro.policy_scaling(workdir, _log),
         "collector": micro.collector_pause(workdir, _log),
         "token_cache": cache,

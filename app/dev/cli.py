@@ -1,4 +1,5 @@
-"""``ztauthz dev ...``: dev issuer, dev tokens, demo upstream and the local demo stack.
+"""``ztauthz dev ...``: dev issuer, dev tokens (DPoP keys and proofs: cli_dpop.py), demo
+upstream and the local demo stack.
 
 Only argparse is imported here; each command imports what it runs, so building the parser
 never loads keys, uvicorn or the stack supervisor.
@@ -48,7 +49,11 @@ def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     _add_token(commands)
     _add_device_token(commands)
     _add_upstream(commands)
+    _add_signal(commands)
     _add_stack(commands)
+    from app.dev.cli_dpop import add_dpop_commands  # argparse only, like this module
+
+    add_dpop_commands(commands)
 
 
 def _add_issuer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +98,16 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--drop-claim", action="append", default=[], metavar="NAME", help="remove a claim"
     )
     parser.add_argument("--device-id", help="device_id claim (what binds a device token)")
+    parser.add_argument(
+        "--dpop-key",
+        type=Path,
+        help="bind the token to this DPoP key (cnf.jkt; the key from dev dpop-key)",
+    )
+    parser.add_argument(
+        "--bind-cert",
+        type=Path,
+        help="bind the token to this client certificate (PEM; cnf x5t#S256, RFC 8705)",
+    )
     parser.add_argument("--country", help="country claim: a signed location (e.g. DE)")
     parser.set_defaults(func=_cmd_token)
 
@@ -135,6 +150,33 @@ def _add_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_UPSTREAM_PORT, help="0: any free port")
     parser.set_defaults(func=_cmd_upstream)
+
+
+def _add_signal(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "signal",
+        help="act as an SSF transmitter: sign a CAEP event with the dev keys and push it",
+        description="Sign a CAEP Security Event Token with the dev keys (the dev issuer is also "
+        "the dev SSF transmitter) and push it to a ztauthz receiver (RFC 8935). Prints the "
+        "receiver's answer; exits 0 on 202.",
+    )
+    parser.add_argument(
+        "event", choices=("session-revoked", "device-compliance-change"), help="the CAEP event"
+    )
+    parser.add_argument(
+        "--receiver", required=True, help="push URL, e.g. http://127.0.0.1:9200/ssf/dev"
+    )
+    parser.add_argument("--token-file", type=Path, required=True, help="the stream's push token")
+    parser.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="keys directory")
+    parser.add_argument(
+        "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss (the transmitter)"
+    )
+    parser.add_argument("--aud", required=True, help="aud: the receiver's audience")
+    parser.add_argument("--sub", help="the user (sub of the tokens to revoke)")
+    parser.add_argument("--sid", help="the session (sid claim of the tokens to revoke)")
+    parser.add_argument("--device", help="the device (device-compliance-change)")
+    parser.add_argument("--status", choices=("compliant", "not-compliant"), default="not-compliant")
+    parser.set_defaults(func=_cmd_signal)
 
 
 def _add_stack(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,6 +236,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from app.dev.tokens import DROP, identity_device_claims, mint
 
     extra: dict[str, Any] = identity_device_claims(args.device_id, country=args.country)
+    try:
+        extra.update(_binding(args.dpop_key, args.bind_cert))
+    except (OSError, ValueError) as exc:
+        return _fail("token", exc)
     extra.update(dict(args.claim))
     extra.update(dict.fromkeys(args.drop_claim, DROP))
     try:
@@ -213,6 +259,20 @@ def _cmd_token(args: argparse.Namespace) -> int:
         return _fail("token", exc)
     print(token)
     return EXIT_OK
+
+
+def _binding(dpop_key: Path | None, certificate: Path | None) -> dict[str, Any]:
+    """The ``cnf`` claim binding a token to a DPoP key and/or a client certificate."""
+    cnf: dict[str, str] = {}
+    if dpop_key is not None:
+        from app.dev.dpop import DpopKey
+
+        cnf["jkt"] = DpopKey.load(dpop_key).jkt
+    if certificate is not None:
+        from app.dev.tokens import certificate_thumbprint
+
+        cnf["x5t#S256"] = certificate_thumbprint(certificate.read_bytes())
+    return {"cnf": cnf} if cnf else {}
 
 
 def _cmd_device_token(args: argparse.Namespace) -> int:
@@ -250,6 +310,39 @@ def _cmd_upstream(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return EXIT_OK
+
+
+def _cmd_signal(args: argparse.Namespace) -> int:
+    from app.dev.keys import DevKeyError, DevKeys
+    from app.dev.transmitter import device_compliance_change, push, session_revoked, subject
+
+    try:
+        keys = DevKeys.load_or_create(args.keys)
+        token = args.token_file.read_text(encoding="utf-8").strip()
+        if args.event == "session-revoked":
+            set_token = session_revoked(
+                keys,
+                issuer=args.issuer,
+                audience=args.aud,
+                sub_id=subject(args.issuer, sub=args.sub, session=args.sid),
+            )
+        else:
+            if args.device is None:
+                raise ValueError("device-compliance-change needs --device")
+            set_token = device_compliance_change(
+                keys,
+                issuer=args.issuer,
+                audience=args.aud,
+                device=args.device,
+                compliant=args.status == "compliant",
+            )
+        answer = push(args.receiver, token, set_token)
+    except (DevKeyError, ValueError, OSError) as exc:
+        return _fail("signal", exc)
+    except Exception as exc:  # httpx: the receiver is not there
+        return _fail("signal", RuntimeError(f"push failed: {type(exc).__name__}"))
+    print(f"{answer.status} {answer.body}".rstrip())
+    return EXIT_OK if answer.status == 202 else 1
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """A minimal dev OIDC issuer: discovery document and JWKS for the dev keys, nothing else.
 
 There is no token endpoint; tokens come from ``ztauthz dev token``, which signs with the same
-keys directory. If the issuer URL has a path (``http://127.0.0.1:9400/realms/dev``) both
+keys directory (``--dpop-key`` binds one to a DPoP key, ``--bind-cert`` to a client
+certificate: sender-constrained tokens, docs/sender-constrained-tokens.md). If the issuer URL has a path (``http://127.0.0.1:9400/realms/dev``) both
 documents are served under it, as OIDC discovery expects.
 """
 
@@ -20,14 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app.dev.cli_dpop import DPOP_ALGORITHMS
 from app.dev.keys import ALGORITHMS, DevKeys
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks.json"
+SSF_PATH = "/.well-known/ssf-configuration"  # the dev issuer is also the dev SSF transmitter
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
 
-_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups", "scope"]
+_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "groups", "scope", "cnf"]
 
 
 def discovery_document(issuer_url: str) -> dict[str, Any]:
@@ -39,6 +42,19 @@ def discovery_document(issuer_url: str) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "claims_supported": list(_CLAIMS),
+        # The proof algorithms of the DPoP-bound tokens it issues (RFC 9449 §5.1).
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
+    }
+
+
+def ssf_configuration(issuer_url: str) -> dict[str, Any]:
+    """The SSF transmitter configuration metadata (SSF 1.0 §7.1) of ``ztauthz dev signal``,
+    which signs its SETs with the same dev keys (as an IdP transmitting CAEP events does)."""
+    return {
+        "spec_version": "1_0",
+        "issuer": issuer_url,
+        "jwks_uri": issuer_url.rstrip("/") + JWKS_PATH,
+        "delivery_methods_supported": ["urn:ietf:rfc:8935"],
     }
 
 
@@ -56,7 +72,11 @@ def create_issuer_app(keys: DevKeys, issuer_url: str) -> Starlette:
     """The issuer's ASGI app; the documents are built once (the keys never change)."""
     prefix = urlsplit(check_issuer_url(issuer_url)).path.rstrip("/")
     discovery = discovery_document(issuer_url)
+    ssf = ssf_configuration(issuer_url)
     jwks = keys.jwks()
+
+    async def ssf_metadata(_: Request) -> JSONResponse:
+        return JSONResponse(ssf)
 
     async def openid_configuration(_: Request) -> JSONResponse:
         return JSONResponse(discovery)
@@ -68,6 +88,8 @@ def create_issuer_app(keys: DevKeys, issuer_url: str) -> Starlette:
         routes=[
             Route(prefix + DISCOVERY_PATH, openid_configuration, methods=["GET"]),
             Route(prefix + JWKS_PATH, jwks_json, methods=["GET"]),
+            # SSF 1.0 §7.2.1: the well-known path goes between the host and the issuer's path
+            Route(SSF_PATH + prefix, ssf_metadata, methods=["GET"]),
         ]
     )
 

@@ -21,6 +21,7 @@ import copy
 import http.client
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -49,10 +50,15 @@ from app.dev.keys import DevKeyError, DevKeys
 from app.dev.pki import DEMO_WORKLOAD_ID, DevPki, make_dev_pki
 from app.dev.procs import HttpReady, ManagedProcess, ProcessError, ProcessGroup, free_port
 from app.dev.tokens import mint
+from app.settings.server import ADMIN_PORT, CHECK_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_POLICIES = REPO_ROOT / "policies"
 AUDIENCE = "https://api.example.com"
+RECEIVER_AUDIENCE = "urn:ztauthz:dev-receiver"  # the aud of the dev transmitter's SETs
+DEV_STREAM = "dev"
+PUSH_TOKEN_FILE = "ssf-push-token"  # noqa: S105 - a file name: the dev stream's push token
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name: the kill switch's token
 LOOPBACK = "127.0.0.1"
 DEMO_TOKEN_TTL = 600.0  # within the demo issuer's max_token_lifetime (15m)
 
@@ -63,13 +69,14 @@ class Ports:
 
     envoy: int = 10000
     envoy_admin: int = 9901
-    check: int = 9000
-    admin: int = 9100
+    check: int = CHECK_PORT
+    admin: int = ADMIN_PORT
     issuer: int = 9400
     upstream: int = 8081
     envoy_mtls: int = 10443  # the mTLS listener (workload identity)
     envoy_mtls_admin: int = 9902
     device_issuer: int = 9401  # the dev device-trust provider (device attestation tokens)
+    receiver: int = 9200  # ztauthz's SSF receiver (security events, RFC 8935)
 
     def resolved(self) -> Ports:
         """The same ports with each 0 replaced by a distinct free port."""
@@ -123,6 +130,11 @@ class Stack:
     @property
     def admin_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.admin}"
+
+    @property
+    def receiver_url(self) -> str:
+        """Where the dev transmitter pushes (the dev stream of the SSF receiver)."""
+        return f"http://{LOOPBACK}:{self.ports.receiver}/ssf/{DEV_STREAM}"
 
     @property
     def upstream_url(self) -> str:
@@ -183,6 +195,22 @@ def demo_config() -> dict[str, Any]:
                 "max_age": "10m",
             },
             "client_certificate": {"envoy_forward_client_cert_details": "SANITIZE_SET"},
+            # The dev issuer's signed `country` claim is the request's country (there is no
+            # GeoIP database on loopback): `ztauthz dev token --country DE` shows x-auth-country.
+            "location": {"country_from_claims": True},
+        },
+        # The dev issuer is also an SSF transmitter (``ztauthz dev signal``): its CAEP events
+        # are pushed to the receiver; bind_config sets the tokens' files and the port.
+        "signals": {
+            "transmitters": [
+                {
+                    "name": DEV_STREAM,
+                    "issuer": issuer,
+                    "audiences": [RECEIVER_AUDIENCE],
+                    "push": {"token_file": PUSH_TOKEN_FILE},
+                }
+            ],
+            "admin": {"token_file": ADMIN_TOKEN_FILE},
         },
         "log_level": "info",
     }
@@ -195,11 +223,14 @@ def bind_config(
     issuer_url: str,
     policies: Path,
     device_issuer_url: str | None = None,
+    workdir: Path | None = None,
 ) -> dict[str, Any]:
     """``base`` with the listeners, the (first) issuer's URL and the policy directory set.
 
     Evidence settings follow the URLs: ``token_claims`` entries for the first issuer's original
-    URL get the new one, and the device provider gets ``device_issuer_url`` when given.
+    URL get the new one, and the device provider gets ``device_issuer_url`` when given. So do
+    signals: a transmitter with the first issuer's URL gets the new one, the receiver listens on
+    ``ports.receiver``, and relative token files are made relative to ``workdir``.
     """
     config = copy.deepcopy(dict(base))
     config["server"] = {
@@ -221,7 +252,26 @@ def bind_config(
         device_token = evidence.get("device_token")
         if device_issuer_url is not None and isinstance(device_token, dict):
             device_token.setdefault("provider", {})["issuer"] = device_issuer_url
+    signals = config.get("signals")
+    if isinstance(signals, dict):
+        signals["receiver"] = {"listener": "own", "host": LOOPBACK, "port": ports.receiver}
+        for transmitter in signals.get("transmitters", []):
+            if isinstance(transmitter, dict) and transmitter.get("issuer") == original:
+                transmitter["issuer"] = issuer_url
+            push = transmitter.get("push") if isinstance(transmitter, dict) else None
+            if isinstance(push, dict) and workdir is not None and "token_file" in push:
+                push["token_file"] = str((workdir / push["token_file"]).resolve())
+        admin = signals.get("admin")
+        if isinstance(admin, dict) and workdir is not None and "token_file" in admin:
+            admin["token_file"] = str((workdir / admin["token_file"]).resolve())
     return config
+
+
+def _secret_file(path: Path) -> None:
+    """A random token in ``path`` (0600), kept when it exists."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+    path.chmod(0o600)
 
 
 def _check_free(ports: Ports) -> None:
@@ -276,7 +326,10 @@ def start_stack(
         issuer_url=issuer_url,
         policies=policies,
         device_issuer_url=device_issuer_url,
+        workdir=workdir,
     )
+    for name in (PUSH_TOKEN_FILE, ADMIN_TOKEN_FILE):
+        _secret_file(workdir / name)
     config_path.write_text(
         "# Generated by `ztauthz dev stack`; edit the source, not this file.\n"
         + yaml.safe_dump(bound, sort_keys=False),
@@ -383,6 +436,8 @@ class DemoRequest:
     expect_status: int
     expect_reason: str | None = None
     workload: bool = False  # sent over the mTLS listener with the demo workload's certificate
+    # Sent as "Authorization: DPoP <token>" with a fresh proof signed by this key (RFC 9449).
+    dpop_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,8 +453,36 @@ class Reply:
             return None
 
 
+def demo_dpop_keys(stack: Stack) -> tuple[Path, Path]:
+    """Alice's DPoP key and another one (a thief's), kept in the work directory."""
+    from app.dev.dpop import DpopKey
+
+    keys = []
+    for name in ("alice", "thief"):
+        path = stack.workdir / "dpop" / f"{name}.pem"
+        if not path.exists():
+            DpopKey.generate("ES256").save(path)
+        keys.append(path)
+    return keys[0], keys[1]
+
+
 def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
-    """Three requests against the shipped policies: allow, 401, 403."""
+    """Requests against the shipped policies: allow, 401, 403; a DPoP-bound token allowed with
+    its key's proof and refused with another key's; a workload over mTLS."""
+    from app.dev.dpop import DpopKey
+
+    alice_key, thief_key = demo_dpop_keys(stack)
+    bound = mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject="alice",
+        groups=["finance"],
+        scopes=["invoices:read"],
+        ttl=DEMO_TOKEN_TTL,
+        now=now,
+        extra_claims={"cnf": {"jkt": DpopKey.load(alice_key).jkt}},
+    )
     finance = mint(
         stack.keys,
         issuer=stack.issuer_url,
@@ -447,6 +530,25 @@ def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
             contractor,
             403,
             "denied_by_rule",
+        ),
+        DemoRequest(
+            "BOUND_TOKEN",
+            "allowed: alice's DPoP-bound token (cnf.jkt) with a proof from her key",
+            "GET",
+            "/invoices",
+            bound,
+            200,
+            dpop_key=alice_key,
+        ),
+        DemoRequest(
+            "BOUND_TOKEN",
+            "401: the same token replayed by someone else, with a proof from another key",
+            "GET",
+            "/invoices",
+            bound,
+            401,
+            "dpop_key_mismatch",
+            dpop_key=thief_key,
         ),
         *(
             []
@@ -513,8 +615,16 @@ def https_request(
 
 
 def send(stack: Stack, request: DemoRequest) -> Reply:
-    """Send a demo request through Envoy (the mTLS one for workload requests)."""
+    """Send a demo request through Envoy (the mTLS one for workload requests); a DPoP request
+    gets a fresh proof for this very request."""
     headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
+    if request.dpop_key is not None and request.token is not None:
+        from app.dev.dpop import DpopKey
+
+        proof = DpopKey.load(request.dpop_key).proof(
+            request.method, stack.envoy_url + request.path, access_token=request.token
+        )
+        headers = {"Authorization": f"DPoP {request.token}", "DPoP": proof}
     if request.workload and stack.pki is not None:
         return https_request(stack.ports.envoy_mtls, stack.pki, request.method, request.path)
     return http_request(stack.ports.envoy, request.method, request.path, headers)
@@ -535,9 +645,9 @@ def problems(request: DemoRequest, reply: Reply) -> list[str]:
         if not upstream_headers.get("x-auth-decision-id"):
             found.append("the upstream did not receive x-auth-decision-id")
     elif request.expect_status == 401 and not reply.headers.get("www-authenticate", "").startswith(
-        "Bearer "
+        ("Bearer ", "DPoP ")
     ):
-        found.append("no Bearer challenge in WWW-Authenticate")
+        found.append("no Bearer or DPoP challenge in WWW-Authenticate")
     reason = body.get("reason") if isinstance(body, dict) else None
     if request.expect_reason is not None and reason != request.expect_reason:
         found.append(f"reason {reason!r}, expected {request.expect_reason!r}")
@@ -555,7 +665,15 @@ def curl_command(stack: Stack, request: DemoRequest) -> str:
         parts += ["--key", str(pki.workload.key)]
         base = stack.envoy_mtls_url
     command = " ".join(shlex.quote(p) for p in parts)
-    if request.token is not None:
+    if request.token is not None and request.dpop_key is not None:
+        # A proof is single-use and lives a minute: the command makes a fresh one.
+        proof = (
+            f"ztauthz dev dpop-proof --key {shlex.quote(str(request.dpop_key))} "
+            f"--method {request.method} --url {shlex.quote(base + request.path)} "
+            f'--token "${request.name}"'
+        )
+        command += f' -H "Authorization: DPoP ${request.name}" -H "DPoP: $({proof})"'
+    elif request.token is not None:
         command += f' -H "Authorization: Bearer ${request.name}"'
     return f"{command} {shlex.quote(base + request.path)}"
 
@@ -650,6 +768,48 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def signal_demo(stack: Stack) -> list[str]:
+    """Continuous access evaluation, end to end: a token allowed, a CAEP session-revoked SET
+    signed by the dev transmitter and pushed to the receiver, the same token refused.
+    Returns what went wrong (empty: as expected); prints each step."""
+    from app.dev.transmitter import push, session_revoked, subject
+
+    sid = "demo-" + secrets.token_hex(4)
+    token = mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject="dave",
+        groups=["finance"],
+        scopes=["invoices:read"],
+        extra_claims={"sid": sid},
+        ttl=DEMO_TOKEN_TTL,
+    )
+    request = DemoRequest("", "signals", "GET", "/invoices", token, 200)
+    found: list[str] = []
+    before = send(stack, request)
+    print(f"      GET /invoices as dave (session {sid}) -> {before.status}")
+    if before.status != 200:
+        found.append(f"before the event: status {before.status}, expected 200")
+    set_token = session_revoked(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=RECEIVER_AUDIENCE,
+        sub_id=subject(stack.issuer_url, sub="dave", session=sid),
+    )
+    push_token = (stack.workdir / PUSH_TOKEN_FILE).read_text(encoding="utf-8").strip()
+    answer = push(stack.receiver_url, push_token, set_token)
+    print(f"      POST {stack.receiver_url} (CAEP session-revoked) -> {answer.status}")
+    if answer.status != 202:
+        found.append(f"the receiver answered {answer.status}: {answer.body}")
+    after = send(stack, request)
+    reason = after.json().get("reason") if isinstance(after.json(), dict) else None
+    print(f"      GET /invoices with the same token -> {after.status} {reason}")
+    if (after.status, reason) != (401, "session_revoked"):
+        found.append(f"after the event: {after.status} {reason}, expected 401 session_revoked")
+    return found
+
+
 def _check(stack: Stack, requests: list[DemoRequest]) -> int:
     failed = 0
     for request in requests:
@@ -660,7 +820,15 @@ def _check(stack: Stack, requests: list[DemoRequest]) -> int:
         print(f"      {request.method} {request.path} -> {_summary(request, reply)}")
         for problem in wrong:
             print(f"      problem: {problem}")
-    print(f"demo check: {len(requests) - failed} of {len(requests)} requests as expected")
+    wrong = signal_demo(stack)
+    print(
+        f"[{'ok' if not wrong else 'FAIL'}] a session-revoked security event ends the session at once"
+    )
+    for problem in wrong:
+        print(f"      problem: {problem}")
+    total = len(requests) + 1
+    failed += bool(wrong)
+    print(f"demo check: {total - failed} of {total} scenarios as expected")
     return 1 if failed else 0
 
 
@@ -677,6 +845,7 @@ DEVELOPMENT ONLY: the dev issuer signs with key files in {stack.workdir}/keys.
   dev issuer     {stack.issuer_url}
   device issuer  {stack.device_issuer_url}   (dev device-trust provider: device tokens)
   dev PKI        {stack.workdir}/pki/   (CA, Envoy's certificate, the workload's certificate)
+  SSF receiver   {stack.receiver_url}   (security events; docs/continuous-access-evaluation.md)
   echo upstream  {stack.upstream_url}
   policies       {stack.policies}
   logs           {stack.workdir}/logs/
@@ -684,8 +853,10 @@ DEVELOPMENT ONLY: the dev issuer signs with key files in {stack.workdir}/keys.
 Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
 """
     )
+    exported = set()
     for request in requests:
-        if request.token is not None:
+        if request.token is not None and request.name not in exported:
+            exported.add(request.name)
             print(f"export {request.name}={shlex.quote(request.token)}")
     print()
     for request in requests:
@@ -700,6 +871,13 @@ Demo tokens (valid for {int(DEMO_TOKEN_TTL // 60)} minutes):
         '-H "x-device-token: $(ztauthz dev device-token --keys '
         f"{shlex.quote(str(stack.workdir / 'device-keys'))} --issuer {stack.device_issuer_url} "
         f'--aud {stack.audience} --device-id laptop-1)"\n'
+        "Security events: a CAEP session-revoked for alice, signed by the dev transmitter:\n"
+        f"  ztauthz dev signal session-revoked --receiver {stack.receiver_url} "
+        f"--token-file {shlex.quote(str(stack.workdir / PUSH_TOKEN_FILE))} "
+        f"--keys {shlex.quote(str(stack.workdir / 'keys'))} --issuer {stack.issuer_url} "
+        f"--aud {RECEIVER_AUDIENCE} --sub alice\n"
+        "Kill switch: ztauthz revoke --config "
+        f"{shlex.quote(str(stack.config_path))} --subject alice\n"
         "Press Ctrl-C to stop everything.",
         flush=True,
     )

@@ -180,6 +180,16 @@ def mint_device_token(
     return jwt.encode(device_token_claims(**claims), key, algorithm=alg, headers=header)
 
 
+def certificate_thumbprint(pem: bytes) -> str:
+    """base64url(SHA-256(DER)) of a PEM certificate: a token's ``cnf["x5t#S256"]`` binding it
+    to that client certificate (RFC 8705 §3.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+    return _b64(hashlib.sha256(der).digest())
+
+
 def forge_alg_none(claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
     """An unsigned token (``alg: none``, empty signature)."""
     return jwt.encode(dict(claims), "", algorithm="none", headers=dict(headers or {}))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
+from app.http_facts import FORWARDED_FOR
 from app.request import RequestContext
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -34,7 +35,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Set by the shipped Envoy bootstraps on every HTTP authorization request (see app/telemetry).
 CLIENT_ADDRESS_HEADER: Final = "x-ztauthz-client-address"
-FORWARDED_FOR: Final = "x-forwarded-for"
 # Entries beyond this many (from the right) are never looked at: bounds the work per request.
 MAX_ENTRIES: Final = 32
 

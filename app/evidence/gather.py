@@ -33,6 +33,7 @@ from app.evidence.model import Evidence, Location, WorkloadSource, country_code
 from app.evidence.networks import NamedNetworks
 from app.evidence.workload import certificate_uris, workload_from_uris
 from app.evidence.xfcc import XfccError, parse_xfcc
+from app.http_facts import FORWARDED_CLIENT_CERT
 from app.identity.claims import claim_at
 from app.identity.jwks import JwksCache, RefreshObserver
 from app.identity.principal import Principal
@@ -47,8 +48,6 @@ from app.settings import (
 )
 
 log = logging.getLogger("ztauthz.evidence")
-
-XFCC_HEADER = "x-forwarded-client-cert"
 
 
 class EvidenceGatherer:
@@ -153,7 +152,7 @@ class EvidenceGatherer:
             return (ctx.peer_principal,), "peer"
         if ctx.transport != "http" or not settings.trust_xfcc:
             return (), "peer"
-        header = ctx.headers.get(XFCC_HEADER)
+        header = ctx.headers.get(FORWARDED_CLIENT_CERT)
         if header is None:
             return (), "xfcc"
         try:

@@ -174,8 +174,12 @@ def read_scopes(payload: Mapping[str, Any], path: str) -> frozenset[str]:
     return shared_names(scopes)
 
 
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-_SCOPE_STRING = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # scope-tokens and SP
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). The one definition (the
+# introspection answer's scope grammar is built from it too).
+_SCOPE_CHARS = r"\x21\x23-\x5b\x5d-\x7e"
+SCOPE_TOKEN = rf"[{_SCOPE_CHARS}]+"
+_SCOPE_TOKEN = re.compile(SCOPE_TOKEN)
+_SCOPE_STRING = re.compile(rf"[ {_SCOPE_CHARS}]*")  # scope-tokens and SP, in any order
 _EMPTY = frozenset({""})
 
 

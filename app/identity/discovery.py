@@ -91,6 +91,18 @@ async def fetch_jwks_uri(
     max_bytes: int,
 ) -> str:
     """The ``jwks_uri`` the issuer's discovery document names, checked before it is trusted."""
+    return await fetch_endpoint(client, issuer, "jwks_uri", timeout, max_bytes)
+
+
+async def fetch_endpoint(
+    client: httpx.AsyncClient,
+    issuer: str,
+    member: str,
+    timeout: float,  # noqa: ASYNC109 - per fetch, enforced by fetch_json
+    max_bytes: int,
+) -> str:
+    """The URL the issuer's discovery document gives as ``member`` (``jwks_uri``, or
+    ``introspection_endpoint`` of RFC 8414 §2), checked before it is trusted."""
     url = discovery_url(issuer)
     document = await fetch_json(client, url, timeout, max_bytes, "discovery document")
     where = f"discovery document {safe_url(url)}"
@@ -100,10 +112,10 @@ async def fetch_jwks_uri(
         # OIDC Discovery §4.3: the issuer in the document must be identical to the one we
         # asked about, or a compromised/shared host could vouch for keys of another issuer.
         raise DiscoveryError(f"{where}: its 'issuer' does not equal the configured issuer")
-    jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str) or not jwks_uri:
-        raise DiscoveryError(f"{where}: 'jwks_uri' is missing or not a string")
+    value = document.get(member)
+    if not isinstance(value, str) or not value:
+        raise DiscoveryError(f"{where}: '{member}' is missing or not a string")
     try:
-        return check_url(jwks_uri, "jwks_uri")
+        return check_url(value, member)
     except ValueError as exc:
         raise DiscoveryError(f"{where}: {exc}") from None

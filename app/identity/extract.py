@@ -1,4 +1,5 @@
-"""Find the bearer token in a request: the Authorization header (RFC 6750 §2.1) or a cookie.
+"""Find the access token in a request: the Authorization header, as a ``Bearer`` (RFC 6750
+§2.1) or ``DPoP`` (RFC 9449 §7.1) credential, or a cookie (a bearer token too).
 
 A present but unusable credential is an error, never a silent "no token": a client that sent
 something and gets treated as anonymous would hide a misconfiguration (and could be allowed on
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
+from app.http_facts import AUTHORIZATION, COOKIE
 from app.identity.errors import TokenError
 from app.reasons import Reason
 
@@ -17,30 +21,53 @@ from app.reasons import Reason
 # / "+" / "/" ) *"="  (RFC 6750 §2.1). The scheme is case-insensitive (RFC 9110 §11.1).
 _B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
 _BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +({_B64TOKEN})")
+# RFC 9449 §7.1: "DPoP" 1*SP token68, token68 having the b64token syntax (RFC 9110 §11.2).
+_DPOP = re.compile(rf"[Dd][Pp][Oo][Pp] +({_B64TOKEN})")
+
+Scheme = Literal["bearer", "dpop", "cookie"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """An access token and how it was presented: ``dpop`` tokens come with a proof (RFC 9449),
+    the others are bearer tokens."""
+
+    scheme: Scheme
+    token: str
+
+
 _TOKEN = re.compile(_B64TOKEN)
 _OWS = " \t"
 
 
-def extract_token(headers: Mapping[str, str], cookie_name: str | None) -> str | None:
-    """The token, or None when the request carries none.
+def extract_credential(headers: Mapping[str, str], cookie_name: str | None) -> Credential | None:
+    """The credential, or None when the request carries none.
 
     ``headers`` has lower-cased names. The Authorization header wins; the cookie is consulted
     only when there is no Authorization header and ``cookie_name`` is configured.
-    Raises TokenError(TOKEN_MALFORMED) for a credential that is present but not a bearer token.
+    Raises TokenError(TOKEN_MALFORMED) for a credential that is present but neither a bearer
+    nor a DPoP token (two Authorization lines, which Envoy joins with a comma, are neither).
     """
-    authorization = headers.get("authorization")
+    authorization = headers.get(AUTHORIZATION)
     if authorization is not None:
         return _from_authorization(authorization)
     if cookie_name:
-        return _from_cookie(headers.get("cookie"), cookie_name)
+        token = _from_cookie(headers.get(COOKIE), cookie_name)
+        return None if token is None else Credential("cookie", token)
     return None
 
 
-def _from_authorization(value: str) -> str:
-    match = _BEARER.fullmatch(value.strip(_OWS))
-    if match is None:
-        raise TokenError(Reason.TOKEN_MALFORMED, "authorization header is not a bearer credential")
-    return match.group(1)
+def _from_authorization(value: str) -> Credential:
+    value = value.strip(_OWS)
+    match = _BEARER.fullmatch(value)
+    if match is not None:
+        return Credential("bearer", match.group(1))
+    match = _DPOP.fullmatch(value)
+    if match is not None:
+        return Credential("dpop", match.group(1))
+    raise TokenError(
+        Reason.TOKEN_MALFORMED, "authorization header is not a bearer or DPoP credential"
+    )
 
 
 def _from_cookie(header: str | None, name: str) -> str | None:

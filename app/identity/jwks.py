@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,7 +36,7 @@ import jwt
 from app.identity.discovery import KeyFetchError, fetch_json, fetch_jwks_uri, safe_url
 from app.identity.errors import TokenError
 from app.reasons import Reason
-from app.settings import Issuer
+from app.settings import Jwks
 
 logger = logging.getLogger("ztauthz.identity")
 
@@ -61,6 +61,24 @@ class KeySource(Protocol):
         """
 
 
+class KeyOrigin(Protocol):
+    """Whose keys a JwksCache holds: a token issuer (app/settings/issuers.py ``Issuer``) or a
+    security event transmitter (app/settings/signals.py ``Transmitter``)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def jwks_uri(self) -> str | None: ...
+    @property
+    def algorithms(self) -> Sequence[str]: ...
+    @property
+    def jwks(self) -> Jwks: ...
+
+
+# Finds the JWKS URL when none is pinned: (client, timeout, max bytes) -> URL.
+JwksLocator = Callable[[httpx.AsyncClient, float, int], Awaitable[str]]
+
+
 @runtime_checkable
 class KeyGenerations(Protocol):
     """A KeySource that tells when its keys change (JwksCache does): what lets a verifier
@@ -71,7 +89,7 @@ class KeyGenerations(Protocol):
 
 
 # The key type (and curves) each algorithm needs: RFC 7518 §3.3-3.5, RFC 8037 §3.1.
-_KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
+KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
     "ES256": ("EC", frozenset({"P-256"})),
     "ES384": ("EC", frozenset({"P-384"})),
@@ -79,7 +97,7 @@ _KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
 # JWK members that only private (or symmetric) keys have (RFC 7518 §6.2.2, §6.3.2, §6.4).
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MIN_DELAY = 0.01  # seconds between background fetches, whatever the configuration says
 
 
@@ -123,17 +141,17 @@ def _skip_reason(jwk: Any) -> str | None:
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return "key_ops lacks verify"
-    if _PRIVATE_MEMBERS & jwk.keys():
+    if PRIVATE_MEMBERS & jwk.keys():
         return "contains private key material"
     if not isinstance(jwk.get("kid", ""), str) or not isinstance(jwk.get("alg", ""), str):
         return "kid or alg is not a string"
     return None
 
 
-def _suits(jwk: dict[str, Any], alg: str) -> bool:
-    if alg not in _KEY_TYPES:
+def key_suits(jwk: dict[str, Any], alg: str) -> bool:
+    if alg not in KEY_TYPES:
         return False  # an algorithm we have no key-type rule for is never served
-    kty, curves = _KEY_TYPES[alg]
+    kty, curves = KEY_TYPES[alg]
     if jwk.get("kty") != kty:
         return False
     if curves is not None and jwk.get("crv") not in curves:
@@ -141,7 +159,7 @@ def _suits(jwk: dict[str, Any], alg: str) -> bool:
     return bool(jwk.get("alg", alg) == alg)
 
 
-def _bind(jwk: dict[str, Any], alg: str) -> jwt.PyJWK | None:
+def bind_key(jwk: dict[str, Any], alg: str) -> jwt.PyJWK | None:
     """A PyJWK that verifies with ``alg`` only, or None if the key is invalid or too weak."""
     try:
         key = jwt.PyJWK(jwk, algorithm=alg)
@@ -166,7 +184,7 @@ def parse_jwks(document: Any, algorithms: Sequence[str]) -> KeySet:
     skipped = used = 0
     for jwk in document["keys"]:
         reason = _skip_reason(jwk)
-        bound = [] if reason else [(a, _bind(jwk, a)) for a in algorithms if _suits(jwk, a)]
+        bound = [] if reason else [(a, bind_key(jwk, a)) for a in algorithms if key_suits(jwk, a)]
         usable = [(alg, key) for alg, key in bound if key is not None]
         if not usable:
             skipped += 1
@@ -226,18 +244,24 @@ def backoff_delay(failures: int, base: float, cap: float) -> float:
 
 
 class JwksCache:
-    """The ``KeySource`` of one issuer: discovery, then its JWKS, cached and refreshed."""
+    """The ``KeySource`` of one issuer: discovery, then its JWKS, cached and refreshed.
+
+    ``locate`` finds the JWKS URL when the origin pins none: OIDC discovery of the issuer by
+    default, the SSF transmitter configuration for a transmitter (app/signals/keys.py).
+    """
 
     def __init__(
         self,
-        issuer: Issuer,
+        issuer: KeyOrigin,
         client: httpx.AsyncClient,
         clock: Callable[[], float],
         *,
         retry_base: float = 1.0,
         on_refresh: RefreshObserver | None = None,
+        locate: JwksLocator | None = None,
     ) -> None:
         self.issuer = issuer
+        self._locate = locate
         self._on_refresh = on_refresh
         self._client = client
         self._clock = clock
@@ -340,8 +364,12 @@ class JwksCache:
 
     async def _fetch(self) -> bool:
         try:
-            uri = self._jwks_uri or await fetch_jwks_uri(
-                self._client, self.issuer.issuer, self._timeout, self._max_bytes
+            uri = self._jwks_uri or await (
+                self._locate(self._client, self._timeout, self._max_bytes)
+                if self._locate is not None
+                else fetch_jwks_uri(
+                    self._client, self.issuer.issuer, self._timeout, self._max_bytes
+                )
             )
             document = await fetch_json(self._client, uri, self._timeout, self._max_bytes, "JWKS")
             keys = parse_jwks(document, self.issuer.algorithms)

@@ -162,6 +162,24 @@ def parse_compact(token: str) -> Compact:
     return Compact(header, payload, signing_input, _segment(signature_text, "signature"))
 
 
+def looks_like_jws(token: str) -> bool:
+    """Is ``token`` meant as a JWS: three base64url segments whose first is a JSON object?
+
+    The same test oidc-provider applies before it refuses to introspect a JWT. Anything else
+    is an opaque token (RFC 6750 b64token) to be introspected, if an issuer takes them; a
+    token that passes this test but is broken further on is a malformed JWT, never sent to an
+    authorization server.
+    """
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        return False
+    try:
+        _object(_segment(match.group(1), "header"), "header")
+    except TokenError:
+        return False
+    return True
+
+
 def verify_signature(token: Compact, key: jwt.PyJWK, alg: str) -> None:
     """Check the signature with ``key``, which must be bound to ``alg`` (the token's).
 

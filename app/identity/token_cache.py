@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.identity.claims import check_exp, check_iat, check_nbf
@@ -121,6 +122,14 @@ class TokenCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def discard(self, match: Callable[[Principal], bool]) -> int:
+        """Forget every verification whose principal ``match``es (a security event revoked
+        its subject or session: app/signals/); returns how many."""
+        gone = [digest for digest, entry in self._entries.items() if match(entry.principal)]
+        for digest in gone:
+            del self._entries[digest]
+        return len(gone)
 
     def stats(self) -> CacheStats:
         return CacheStats(

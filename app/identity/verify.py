@@ -14,6 +14,11 @@ The order matters and is fixed:
    compact JWS once; token_signature_invalid ...);
 6. the claims with our clock (``validate_claims``).
 
+A token that is no JWS at all (app/identity/jws.py ``looks_like_jws``) is an opaque token: it
+is introspected (RFC 7662, app/identity/introspection.py) at the one issuer configured to take
+opaque tokens, or refused as ``token_malformed`` when none is. ``confirm`` asks a token's
+issuer again for routes a policy marks ``high_risk``.
+
 A verification that succeeded is remembered (app/identity/token_cache.py) under the token's
 digest and the issuer's key generation: the same token is then only checked again against the
 clock (``exp``, ``iat``, ``nbf``), until its keys change or it expires.
@@ -24,19 +29,17 @@ reports it as internal_error instead of disguising it as a bad token.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from sys import intern
-from types import MappingProxyType
 from typing import Any
 
 import httpx
 
-from app.identity.claims import read_audience, read_groups, read_scopes, validate_claims
+from app.identity.claims import validate_claims
 from app.identity.errors import TokenError
+from app.identity.introspection import Introspector
 from app.identity.jwks import JwksCache, KeyGenerations, KeySource, RefreshObserver
-from app.identity.jws import parse_compact, verify_signature
-from app.identity.principal import Principal
+from app.identity.jws import looks_like_jws, parse_compact, verify_signature
+from app.identity.principal import Principal, principal_from_claims
 from app.identity.token_cache import CachedVerification, TokenCache, token_digest
 from app.reasons import Reason
 from app.settings import Issuer
@@ -55,8 +58,10 @@ class TokenVerifier:
         sources: Mapping[str, KeySource],
         max_token_bytes: int,
         cache: TokenCache | None = None,
+        introspectors: Mapping[str, Introspector] | None = None,
     ) -> None:
-        """``cache`` remembers verified tokens (None: every token is verified in full)."""
+        """``cache`` remembers verified tokens (None: every token is verified in full);
+        ``introspectors`` are those of the issuers with ``introspection`` settings."""
         missing = [issuer.issuer for issuer in issuers if issuer.issuer not in sources]
         if missing:
             raise ValueError(f"no key source for issuer(s) {missing}")
@@ -69,6 +74,11 @@ class TokenVerifier:
         }
         self._max_token_bytes = max_token_bytes
         self.cache = cache
+        self.introspectors = dict(introspectors or {})
+        opaque = [i for i in self.introspectors.values() if i.settings.opaque_tokens]
+        if len(opaque) > 1:
+            raise ValueError("at most one issuer may take opaque tokens")
+        self._opaque = opaque[0] if opaque else None
 
     def is_ready(self, now: float) -> bool:
         return all(self._sources[iss].is_ready(now) for iss in self._issuers)
@@ -78,6 +88,11 @@ class TokenVerifier:
             raise TokenError(Reason.TOKEN_TOO_LARGE, f"over {self._max_token_bytes} bytes")
         if not token.isascii():  # a JWS compact serialization is base64url and dots only
             raise TokenError(Reason.TOKEN_MALFORMED, "token has non-ASCII characters")
+        opaque = self._opaque
+        if opaque is not None and token.count(".") != 2:
+            # Surely no JWS (which has exactly two dots): straight to introspection, without
+            # counting a miss in the verified-token cache, which never holds opaque tokens.
+            return await opaque.introspect(token, now)
         cache = self.cache
         digest = b""
         if cache is not None:
@@ -86,6 +101,12 @@ class TokenVerifier:
             if cached is not None:
                 cached.recheck(now)
                 return cached.principal
+        if not looks_like_jws(token):
+            if opaque is None:
+                raise TokenError(
+                    Reason.TOKEN_MALFORMED, "not a JWS, and no issuer takes opaque tokens"
+                )
+            return await opaque.introspect(token, now)
         compact = parse_compact(token)
         issuer = self._select_issuer(compact.payload)
         alg = _check_header(compact.header, issuer)
@@ -101,6 +122,29 @@ class TokenVerifier:
         if cache is not None and versioned is not None and generation is not None:
             cache.store(digest, _remembered(principal, payload, issuer, versioned, generation))
         return principal
+
+    async def confirm(self, token: str, principal: Principal, now: float) -> None:
+        """Have ``principal``'s issuer confirm by introspection that ``token`` is active now
+        (within its ``high_risk_max_age``), for a ``high_risk`` rule; raises TokenError:
+        ``introspection_required`` when the issuer cannot be asked about this token, or the
+        introspection's own reasons."""
+        introspector = self.introspectors.get(principal.issuer)
+        if introspector is None:
+            raise TokenError(
+                Reason.INTROSPECTION_REQUIRED, "the token's issuer has no introspection"
+            )
+        if looks_like_jws(token):
+            if not introspector.settings.high_risk_jwts:
+                raise TokenError(
+                    Reason.INTROSPECTION_REQUIRED, "the token's issuer does not introspect its JWTs"
+                )
+        elif introspector is not self._opaque:  # never so: opaque tokens come from that issuer
+            raise TokenError(Reason.INTROSPECTION_REQUIRED, "an opaque token of another issuer")
+        answer = await introspector.introspect(token, now, introspector.high_risk_max_age)
+        if answer.subject != principal.subject:
+            raise TokenError(
+                Reason.TOKEN_CLAIMS_INVALID, "the issuer's answer names another subject"
+            )
 
     def _select_issuer(self, unverified: Mapping[str, Any]) -> Issuer:
         iss = unverified.get("iss")
@@ -150,55 +194,6 @@ def _check_header(header: Mapping[str, Any], issuer: Issuer) -> str:
 
 def _principal(payload: dict[str, Any], issuer: Issuer) -> Principal:
     return principal_from_claims(payload, issuer.issuer, issuer.claims.groups, issuer.claims.scopes)
-
-
-def principal_from_claims(
-    payload: Mapping[str, Any], issuer: str, groups_claim: str, scopes_claim: str
-) -> Principal:
-    """The Principal for claims that are already verified (or, in ``ztauthz policy test`` and
-    ``explain``, given as claims). Raises TokenError for claims of the wrong type."""
-    client_id = payload.get("client_id")
-    acr, amr, auth_time = read_auth_strength(payload)
-    return Principal(
-        issuer=issuer,
-        subject=payload["sub"],
-        groups=read_groups(payload, groups_claim),
-        scopes=read_scopes(payload, scopes_claim),
-        audience=read_audience(payload),
-        expires_at=int(payload["exp"]),
-        issued_at=int(payload["iat"]),
-        # A private copy, its keys interned: a cached Principal keeps it for the token's life.
-        claims=MappingProxyType({intern(name): value for name, value in payload.items()}),
-        token_id=payload.get("jti"),
-        client_id=client_id if client_id is not None else payload.get("azp"),
-        acr=acr,
-        amr=amr,
-        auth_time=auth_time,
-    )
-
-
-def read_auth_strength(
-    payload: Mapping[str, Any],
-) -> tuple[str | None, frozenset[str], int | None]:
-    """``acr`` (a string), ``amr`` (a list of strings) and ``auth_time`` (a finite number of
-    epoch seconds), each optional; a claim of the wrong type refuses the token."""
-    acr = payload.get("acr")
-    if acr is not None and not isinstance(acr, str):
-        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "acr is not a string")
-    amr = payload.get("amr")
-    if amr is not None and not (isinstance(amr, list) and all(isinstance(m, str) for m in amr)):
-        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "amr is not a list of strings")
-    auth_time = payload.get("auth_time")
-    if auth_time is None:
-        return acr, frozenset(amr or ()), None
-    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
-        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "auth_time is not a number")
-    if not -_MAX_EPOCH < auth_time < _MAX_EPOCH or math.isnan(auth_time):
-        raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "auth_time is out of range")
-    return acr, frozenset(amr or ()), int(auth_time)
-
-
-_MAX_EPOCH = 2**53  # beyond this a number of seconds is no date (and NaN/Infinity are refused)
 
 
 def build_key_sources(

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.settings.server import ADMIN_PORT
 from app.yamlsrc import YamlError, load_single
 
 
@@ -62,7 +63,7 @@ class EnvoySection(_Model):
 
 
 class ZtauthzSection(_Model):
-    admin_port: int = Field(default=9100, ge=1, le=65535)
+    admin_port: int = Field(default=ADMIN_PORT, ge=1, le=65535)
     run_as_user: int = Field(default=65532, ge=1)
     config_map: str = "ztauthz-config"
     policies_config_map: str = "ztauthz-policies"

@@ -16,6 +16,11 @@ over these variables, built once per request and only when a rule with ``when:``
   (seconds); ``location``: ``client_ip``, ``networks`` (names), ``country``, ``ip_country``,
   ``claim_country``; ``workload``: ``id`` (SPIFFE ID), ``trust_domain``, ``source``.
 - ``time``: ``now`` (a UTC timestamp) and ``unix`` (epoch seconds).
+- ``signals``: what security events said about the token since it was issued
+  (app/signals/view.py), only the known keys: ``assurance`` (``namespace``,
+  ``current_level``, ``previous_level``, ``change_direction``, ``at``: the latest CAEP
+  assurance-level-change), ``claims`` (the new values of CAEP token-claims-change events) and
+  ``claims_changed_at``; ``{}`` when nothing was said.
 
 A syntax error or a name outside these variables is a load error with the rule's ``file:line``.
 At evaluation any error (a missing key, a type mismatch, a non-boolean result) is a
@@ -30,13 +35,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.http_facts import CREDENTIAL_HEADERS
 from app.identity.principal import Principal
 from app.policy.cel_engine import Context, Program, cel_compile
 
 VARIABLES: frozenset[str] = frozenset(
-    {"request", "subject", "device", "location", "workload", "time"}
+    {"request", "subject", "device", "location", "workload", "time", "signals"}
 )
-HIDDEN_HEADERS: frozenset[str] = frozenset({"authorization", "cookie", "proxy-authorization"})
+HIDDEN_HEADERS: frozenset[str] = CREDENTIAL_HEADERS
 
 # Names the comprehension macros bind: `list.exists(x, ...)`, `map(k, v, ...)` and the rest.
 _MACRO_BINDINGS = re.compile(
@@ -130,6 +136,7 @@ def build_context(
     subject: Mapping[str, Any] | None,
     evidence: Mapping[str, Mapping[str, Any]],
     now: float,
+    signals: Mapping[str, Any] | None = None,
 ) -> Context:
     """The variables of one request, converted once for every condition it reaches."""
     variables: dict[str, Any] = {
@@ -144,6 +151,7 @@ def build_context(
         "location": dict(evidence.get("location", {})),
         "workload": dict(evidence.get("workload", {})),
         "time": {"now": datetime.fromtimestamp(now, UTC), "unix": int(now)},
+        "signals": dict(signals or {}),
     }
     try:
         return Context(variables)

@@ -6,8 +6,10 @@ the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
   global order (file, document, rule), so results are deterministic.
 - A rule *applies* when all of its conditions hold, checked in this order: subject (with the
   groups and scopes of active grants added), ``time_window``, ``grant``, evidence (``device``,
-  ``location``, ``workload``; see app/policy/posture.py), ``when`` (CEL), ``auth`` (step-up).
-  ``anonymous`` allow rules have no subject, grant or auth condition.
+  ``location``, ``workload``; see app/policy/posture.py), ``when`` (CEL),
+  ``sender_constrained`` (the token is bound to a DPoP key or a client certificate; the
+  binding itself was enforced before policies), ``auth`` (step-up). ``anonymous`` allow rules
+  have no subject, grant, sender_constrained or auth condition.
 - A deny rule that applies beats every allow (``denied_by_rule``). A deny rule without subject
   applies to everyone, anonymous requests included. A deny rule whose ``when`` fails to
   evaluate denies too (``condition_error``), and so does one whose evidence is unknown while
@@ -20,7 +22,8 @@ the moment (``now``, epoch seconds, passed in; nothing here reads the clock).
   ``subject:`` (``allowed``: the verified client certificate identifies the caller) can allow.
 - When nothing allows, the answer explains the nearest miss among the allow rules whose subject
   held, most useful first: ``condition_error`` (a ``when`` failed to evaluate),
-  ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
+  ``sender_constraint_required`` (the token is not bound as the rule requires: 401 with a
+  DPoP challenge), ``insufficient_user_authentication`` (only ``auth`` failed: 401 with a step-up challenge),
   ``grant_inactive`` (the principal has that grant, but not now), ``grant_required``,
   ``outside_time_window``, the evidence reasons (``device_*``, location, network, ``workload_*``),
   ``condition_not_met``; otherwise ``no_matching_rule``, or ``token_missing`` without a
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from app.decision import StepUp
 from app.evidence.model import (
     NO_EVIDENCE,
     Evidence,
@@ -44,12 +48,13 @@ from app.evidence.model import (
     workload_variables,
 )
 from app.identity.claims import claim_at
+from app.identity.confirmation import bindings_of
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, build_context, evaluate_condition, principal_variables
 from app.policy.cel_engine import Context
 from app.policy.grants import Elevation, GrantIndex
 from app.policy.index import CompiledPolicies, RuleIndex
-from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, StepUp, Subject
+from app.policy.model import AuthRequirement, ClaimCondition, Rule, Scalar, Subject
 from app.policy.posture import evidence_miss
 from app.policy.timewindow import within
 from app.reasons import Reason
@@ -73,6 +78,8 @@ class PolicyInput:
     location: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     workload: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     evidence: Evidence = NO_EVIDENCE
+    # What security events said about the token since it was issued (the CEL ``signals``).
+    signals: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 def with_evidence(request: PolicyInput, evidence: Evidence, now: float) -> PolicyInput:
@@ -101,6 +108,7 @@ class Verdict:
 # The nearest-miss reasons of allow rules, most useful first.
 _MISS_PRIORITY: tuple[Reason, ...] = (
     Reason.CONDITION_ERROR,
+    Reason.SENDER_CONSTRAINT_REQUIRED,
     Reason.INSUFFICIENT_USER_AUTHENTICATION,
     Reason.GRANT_INACTIVE,
     Reason.GRANT_REQUIRED,
@@ -185,7 +193,7 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class Scope:
+class Evaluation:
     """One request's evaluation inputs, with the expensive parts computed at most once."""
 
     request: PolicyInput
@@ -228,6 +236,7 @@ class Scope:
                         "workload": request.workload,
                     },
                     now=self.now,
+                    signals=request.signals,
                 )
             except CelEvalError as exc:
                 self._context_error = str(exc)
@@ -240,7 +249,7 @@ _DOES_NOT_APPLY = Outcome(False)
 _MISSES = {reason: Outcome(False, reason) for reason in _MISS_PRIORITY}
 
 
-def check_rule(rule: Rule, scope: Scope) -> Outcome:
+def check_rule(rule: Rule, scope: Evaluation) -> Outcome:
     """Does a rule that matched the request's host, method and path apply?"""
     principal = scope.principal
     used: tuple[str, ...] = ()
@@ -267,13 +276,7 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
                     (subject.groups_any or frozenset()) | (subject.groups_all or frozenset()),
                     (subject.scopes_any or frozenset()) | (subject.scopes_all or frozenset()),
                 )
-    if (
-        rule.time_window is None
-        and rule.grant is None
-        and rule.when is None
-        and rule.auth is None
-        and rule.evidence is None
-    ):
+    if rule.plain:
         return _APPLIES if not used else Outcome(True, grants=tuple(dict.fromkeys(used)))
     if rule.time_window is not None and not within(rule.time_window, scope.now):
         return _MISSES[Reason.OUTSIDE_TIME_WINDOW]
@@ -308,6 +311,11 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
             return _MISSES[Reason.CONDITION_NOT_MET]
     if unknown is not None:
         return Outcome(False, unknown, unknown=True)
+    # The loader refuses sender_constrained on anonymous rules: it needs a principal.
+    if rule.sender_constrained is not None and (
+        principal is None or rule.sender_constrained.isdisjoint(bindings_of(principal.claims))
+    ):
+        return _MISSES[Reason.SENDER_CONSTRAINT_REQUIRED]
     if rule.auth is not None:
         assert principal is not None  # the loader refuses auth on anonymous rules
         if not auth_holds(rule.auth, principal, scope.now):
@@ -315,7 +323,7 @@ def check_rule(rule: Rule, scope: Scope) -> Outcome:
     return Outcome(True, grants=tuple(dict.fromkeys(used))) if used else _APPLIES
 
 
-def decide(
+def verdict_over(
     candidates: tuple[Rule, ...],
     request: PolicyInput,
     principal: Principal | None,
@@ -323,7 +331,7 @@ def decide(
     grants: GrantIndex,
 ) -> Verdict:
     """The verdict over ``candidates``: the rules matching the request, in global order."""
-    scope = Scope(request, principal, now, grants)
+    scope = Evaluation(request, principal, now, grants)
     allowed: tuple[Rule, Outcome] | None = None
     misses: dict[Reason, tuple[Rule, Outcome]] = {}
     for rule in candidates:
@@ -371,7 +379,7 @@ def evaluate_index(
     now: float,
 ) -> Verdict:
     candidates = index.lookup(request.method, request.host, request.path).rules
-    return decide(candidates, request, principal, now, grants)
+    return verdict_over(candidates, request, principal, now, grants)
 
 
 def evaluate(

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app.identity.confirmation import bindings_of
 from app.identity.principal import Principal
 from app.policy.cel import CelEvalError, evaluate_condition
-from app.policy.evaluate import PolicyInput, Scope, Verdict, auth_holds, claim_holds, evaluate
+from app.policy.evaluate import Evaluation, PolicyInput, Verdict, auth_holds, claim_holds, evaluate
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.model import Rule, Subject
 from app.policy.posture import evidence_miss
@@ -88,7 +89,7 @@ def _match_checks(rule: Rule, request: PolicyInput) -> list[Check]:
     ]
 
 
-def _subject_checks(subject: Subject, principal: Principal, scope: Scope) -> list[Check]:
+def _subject_checks(subject: Subject, principal: Principal, scope: Evaluation) -> list[Check]:
     elevation = scope.elevation
     groups = principal.groups if elevation is None else elevation.groups
     scopes = principal.scopes if elevation is None else elevation.scopes
@@ -113,7 +114,7 @@ def _subject_checks(subject: Subject, principal: Principal, scope: Scope) -> lis
     return checks
 
 
-def _condition_checks(rule: Rule, scope: Scope) -> list[Check]:
+def _condition_checks(rule: Rule, scope: Evaluation) -> list[Check]:
     principal = scope.principal
     checks: list[Check] = []
     if rule.anonymous:
@@ -158,6 +159,16 @@ def _condition_checks(rule: Rule, scope: Scope) -> list[Check]:
             checks.append(Check("when", ok, rule.when.source.strip()))
         except CelEvalError as exc:
             checks.append(Check("when", False, f"error: {exc}"))
+    if rule.sender_constrained is not None:
+        bound = frozenset() if principal is None else bindings_of(principal.claims)
+        checks.append(
+            Check(
+                "sender_constrained",
+                not rule.sender_constrained.isdisjoint(bound),
+                f"token bound by {_names(bound) if bound else 'nothing'}; "
+                f"rule accepts {_names(rule.sender_constrained)}",
+            )
+        )
     if rule.auth is not None and principal is not None:
         auth = rule.auth
         parts = []
@@ -180,7 +191,7 @@ def explain(
     policies: CompiledPolicies, request: PolicyInput, principal: Principal | None, now: float
 ) -> Explanation:
     verdict = evaluate(policies, request, principal, now)
-    scope = Scope(request, principal, now, policies.grants)
+    scope = Evaluation(request, principal, now, policies.grants)
     traces = []
     for rule in policies.rules:
         matching = _match_checks(rule, request)
@@ -206,6 +217,12 @@ def render_text(explanation: Explanation, principal: Principal | None, now: floa
         lines.append(
             f"step-up: acr_values={list(verdict.step_up.acr_values)} max_age={verdict.step_up.max_age}"
         )
+    deciding = next((t.rule for t in explanation.traces if t.rule.id == verdict.rule_id), None)
+    if verdict.allow and deciding is not None and deciding.high_risk and not deciding.dry_run:
+        lines.append(
+            "high-risk: the token's issuer must also confirm the token active by introspection "
+            "before this allow holds (docs/introspection.md)"
+        )
     if principal is None:
         lines.append("principal: none (no token)")
     else:
@@ -223,7 +240,7 @@ def render_text(explanation: Explanation, principal: Principal | None, now: floa
             if trace.applies
             else ("matches, conditions fail" if trace.matched else "no match")
         )
-        dry = " [dry-run]" if rule.dry_run else ""
+        dry = (" [dry-run]" if rule.dry_run else "") + (" [high-risk]" if rule.high_risk else "")
         lines.append(
             f"  {rule.effect:<5} {rule.id} ({rule.policy}, {rule.file}:{rule.line}){dry}: {state}"
         )

@@ -229,6 +229,9 @@ class CompiledPolicies:
     index: RuleIndex = field(repr=False)
     grants: GrantIndex = field(default=EMPTY_GRANTS, repr=False)
     dry_run_index: RuleIndex | None = field(default=None, repr=False)
+    # Ids of the enforced ``high_risk`` allow rules (ids are unique across the directory):
+    # an allow by one of them needs the token confirmed by introspection (app/pipeline.py).
+    high_risk: frozenset[str] = frozenset()
 
     @property
     def rule_count(self) -> int:
@@ -254,4 +257,5 @@ def compile_policies(
         index=build_index(rule for rule in ordered if not rule.dry_run),
         grants=build_grant_index(grants),
         dry_run_index=build_index(ordered) if any_dry_run else None,
+        high_risk=frozenset(rule.id for rule in ordered if rule.high_risk and not rule.dry_run),
     )

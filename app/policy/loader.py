@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from app.decision import ACR_VALUE
 from app.durations import parse_duration
+from app.identity.confirmation import BINDINGS
 from app.policy.cel import CelCompileError, CelCondition, compile_condition
 from app.policy.index import CompiledPolicies, compile_policies
 from app.policy.model import (
@@ -42,7 +44,7 @@ from app.policy.model import (
     WorkloadRequirement,
 )
 from app.policy.normalize import normalize_host
-from app.policy.posture import policy_version
+from app.policy.posture import required_os_version
 from app.policy.timewindow import parse_window
 from app.shared import shared_names
 from app.yamlsrc import Located, PathKey, YamlError, key_path, parse_documents
@@ -59,7 +61,13 @@ TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 DEFAULT_GRANT_MAX_DURATION = 8 * 3600.0
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ACR = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def _sender_constraint(value: str | None) -> frozenset[str] | None:
+    """``sender_constrained: dpop | mtls | any`` as the bindings it accepts (schema-checked)."""
+    if value is None:
+        return None
+    return BINDINGS if value == "any" else frozenset({value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,8 +420,9 @@ class _Compiler:
         self.names.append(name)
         hosts = self._hosts(doc, data["spec"].get("hosts", []))
         dry_run = data["spec"].get("mode", "enforce") == "dry-run"
+        high_risk: bool = data["spec"].get("high_risk", False)
         for position, raw in enumerate(data["spec"]["rules"]):
-            self._rule(doc, name, hosts, ("spec", "rules", position), raw, dry_run)
+            self._rule(doc, name, hosts, ("spec", "rules", position), raw, dry_run, high_risk)
 
     def _check_schema(self, doc: Located, data: Mapping[str, Any]) -> bool:
         # A wrong apiVersion or kind makes every other complaint noise: report only that.
@@ -456,6 +465,7 @@ class _Compiler:
         base: PathKey,
         raw: Mapping[str, Any],
         dry_run: bool,
+        policy_high_risk: bool = False,
     ) -> None:
         rule_id: str = raw["id"]
         line = doc.line_of((*base, "id"))
@@ -484,7 +494,17 @@ class _Compiler:
                 "be anonymous; remove anonymous or workload"
             )
             self._error_at(doc, (*base, "anonymous"), message)
-        for key in ("auth", "grant"):
+        if raw.get("high_risk") and (effect == "deny" or anonymous):
+            message = (
+                "only allow rules with a token can be high_risk: it asks the token's issuer "
+                "to confirm the token before allowing"
+            )
+            self._error_at(doc, (*base, "high_risk"), message)
+        # A rule's own high_risk wins over its policy's; the policy's applies to token rules.
+        high_risk: bool = raw.get(
+            "high_risk", policy_high_risk and effect == "allow" and not anonymous
+        )
+        for key in ("auth", "grant", "sender_constrained"):
             if key in raw and effect == "deny":
                 message = f"only allow rules can have {key}: it decides who may be allowed"
                 self._error_at(doc, (*base, key), message)
@@ -517,6 +537,8 @@ class _Compiler:
                 auth=self._auth(doc, base, raw.get("auth")),
                 dry_run=dry_run,
                 evidence=self._evidence(doc, base, raw),
+                sender_constrained=_sender_constraint(raw.get("sender_constrained")),
+                high_risk=high_risk,
             )
         )
 
@@ -547,7 +569,7 @@ class _Compiler:
         versions: list[tuple[str, tuple[int, ...]]] = []
         for name, text in raw.get("min_os_version", {}).items():
             try:
-                versions.append((name, policy_version(text)))
+                versions.append((name, required_os_version(text)))
             except ValueError as exc:
                 self._error_at(doc, (*base, "device", "min_os_version", name), str(exc))
         max_risk = raw.get("max_risk")
@@ -616,7 +638,7 @@ class _Compiler:
             except ValueError as exc:
                 self._error_at(doc, (*base, "auth", "max_age"), str(exc))
         for position, value in enumerate(raw.get("acr_any", [])):
-            if _ACR.fullmatch(value) is None:
+            if ACR_VALUE.fullmatch(value) is None:
                 message = (
                     "an acr value must be visible ASCII without spaces, quotes or backslashes "
                     "(it is sent back in the WWW-Authenticate challenge)"

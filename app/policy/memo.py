@@ -1,8 +1,9 @@
 """Decisions of plain rules, remembered per verified principal and request line.
 
-A rule is *plain* when nothing but the request's method, host and path and the principal
-decides whether it applies: no time window, grant, CEL condition, step-up requirement or
-evidence condition. When every rule matching a request is plain, no grant could widen the
+A rule is *plain* (``Rule.plain``, derived once when the rule is built) when nothing but the
+request's method, host and path and the principal decides whether it applies: no time window,
+grant, CEL condition, step-up requirement, evidence or sender-constraint condition. When every
+rule matching a request is plain, no grant could widen the
 principal's groups or scopes (grants come and go with the clock), there are no dry-run or
 candidate policies to shadow it, and no evidence source is configured, the decision is a
 function of (principal, method, host, path) for as long as these policies are loaded. The
@@ -17,22 +18,12 @@ memo is asked. Tests decide random requests with and without the memo and compar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.decision import Decision
 from app.identity.principal import Principal
 from app.policy.evaluate import PolicyInput
 from app.policy.index import CompiledPolicies
-from app.policy.model import Rule
-
-
-def plain(rule: Rule) -> bool:
-    """Does only the request line and the principal decide whether ``rule`` applies?"""
-    return (
-        rule.time_window is None
-        and rule.grant is None
-        and rule.when is None
-        and rule.auth is None
-        and rule.evidence is None
-    )
 
 
 def memoizable(policies: CompiledPolicies, request: PolicyInput) -> bool:
@@ -40,7 +31,7 @@ def memoizable(policies: CompiledPolicies, request: PolicyInput) -> bool:
     if policies.dry_run_index is not None:
         return False
     rules = policies.index.lookup(request.method, request.host, request.path).rules
-    return all(plain(rule) for rule in rules)
+    return all(rule.plain for rule in rules)
 
 
 def widened(policies: CompiledPolicies, principal: Principal) -> bool:
@@ -70,6 +61,14 @@ class DecisionMemo:
 
     def __len__(self) -> int:
         return len(self._decisions)
+
+    def discard(self, match: Callable[[Principal], bool]) -> int:
+        """Forget every decision remembered for a principal that ``match``es (a security event
+        revoked its subject or session: app/signals/); returns how many."""
+        gone = [key for key, (principal, _, _) in self._decisions.items() if match(principal)]
+        for key in gone:
+            del self._decisions[key]
+        return len(gone)
 
     def get(
         self,

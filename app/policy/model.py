@@ -12,9 +12,6 @@ if TYPE_CHECKING:
 Effect = Literal["allow", "deny"]
 Scalar = str | int | float | bool
 
-METHODS: frozenset[str] = frozenset(
-    {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"}
-)
 ANY_PATH = "/**"
 
 
@@ -53,14 +50,6 @@ class AuthRequirement:
     acr_any: tuple[str, ...] | None = None
     amr_all: frozenset[str] | None = None
     max_age: int | None = None  # seconds since auth_time
-
-
-@dataclass(frozen=True, slots=True)
-class StepUp:
-    """What an RFC 9470 challenge asks for: ``acr_values`` and ``max_age`` (seconds)."""
-
-    acr_values: tuple[str, ...] = ()
-    max_age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +143,27 @@ class Rule:
     auth: AuthRequirement | None = None  # allow rules only: step-up
     dry_run: bool = False  # from a ``mode: dry-run`` policy: evaluated and logged, not enforced
     evidence: EvidenceRequirement | None = None  # device:, location:, workload:
+    # sender_constrained: the token must be bound to one of these (dpop, mtls); allow rules only
+    sender_constrained: frozenset[str] | None = None
+    # Allow rules only: the token's issuer must confirm it active (RFC 7662) before it allows.
+    high_risk: bool = False
+    # Derived once, here, and nowhere else: does nothing but the request line and the principal
+    # decide whether the rule applies (no time window, grant, CEL condition, step-up,
+    # evidence or sender-constraint condition)? Evaluation takes its fast path on it, and the decision memo
+    # (app/policy/memo.py) remembers only decisions that plain rules made.
+    plain: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plain = (
+            self.time_window is None
+            and self.grant is None
+            and self.when is None
+            and self.auth is None
+            and self.evidence is None
+            # The token's binding (its cnf claim) decides: not a fact the memo keys on.
+            and self.sender_constrained is None
+        )
+        object.__setattr__(self, "plain", plain)
 
     @property
     def workload_authenticates(self) -> bool:
@@ -171,6 +181,7 @@ class Rule:
             or self.when is not None
             or self.auth is not None
             or self.evidence is not None
+            or self.sender_constrained is not None
         )
 
 

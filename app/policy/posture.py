@@ -35,14 +35,14 @@ _POLICY_VERSION = re.compile(r"\d{1,9}(?:\.\d{1,9}){0,5}")
 _REPORTED_VERSION = re.compile(r"\s*[vV]?(\d{1,9}(?:\.\d{1,9}){0,7})")
 
 
-def policy_version(text: str) -> tuple[int, ...]:
+def required_os_version(text: str) -> tuple[int, ...]:
     """A version written in a policy: 1 to 6 dot-separated numbers; ValueError otherwise."""
     if not isinstance(text, str) or _POLICY_VERSION.fullmatch(text) is None:
         raise ValueError(f"{text!r} is not a version such as 14.4 or 10.0.22631")
     return tuple(int(part) for part in text.split("."))
 
 
-def reported_version(text: str) -> tuple[int, ...] | None:
+def reported_os_version(text: str) -> tuple[int, ...] | None:
     """The leading dotted number of a version a device reports (``14.4.1 (23E224)`` ->
     (14, 4, 1)), or None when it starts with none."""
     match = _REPORTED_VERSION.match(text)
@@ -88,7 +88,7 @@ def _os_miss(
     minimum = dict(wanted).get(device.os_name)
     if minimum is None:
         return _FAIL[Reason.DEVICE_NONCOMPLIANT]  # an operating system the rule does not accept
-    version = None if device.os_version is None else reported_version(device.os_version)
+    version = None if device.os_version is None else reported_os_version(device.os_version)
     if version is None:
         return _UNKNOWN[Reason.DEVICE_NONCOMPLIANT]
     return None if version_at_least(version, minimum) else _FAIL[Reason.DEVICE_NONCOMPLIANT]

@@ -20,8 +20,7 @@ from typing import Any
 
 from app.evidence.model import evidence_from_maps
 from app.identity.errors import TokenError
-from app.identity.principal import Principal
-from app.identity.verify import principal_from_claims
+from app.identity.principal import Principal, principal_from_claims
 from app.policy.evaluate import PolicyInput, Verdict, evaluate
 from app.policy.index import CompiledPolicies
 from app.policy.loader import (

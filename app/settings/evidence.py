@@ -10,14 +10,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
+from app.http_facts import CREDENTIAL_HEADERS, FORWARDED_CLIENT_CERT, FORWARDED_FOR, HOST
 from app.settings.base import Cidr, Model, claim_path
 from app.settings.issuers import Issuer
 
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _NETWORK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_RESERVED_HEADERS = frozenset(
-    {"authorization", "cookie", "host", "x-forwarded-for", "x-forwarded-client-cert"}
-)
+_RESERVED_HEADERS = CREDENTIAL_HEADERS | {HOST, FORWARDED_FOR, FORWARDED_CLIENT_CERT}
 
 
 class DeviceClaimNames(Model):

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
 from app.settings.base import Model, check_url
+from app.settings.introspection import Introspection
 
 # Asymmetric algorithms only: keys come from a public JWKS, so HMAC ("HS*") would let anyone
 # holding the public key forge tokens, and "none" is no signature at all.
@@ -54,6 +55,8 @@ class Issuer(Model):
     leeway: Duration = timedelta(seconds=30)
     claims: ClaimNames = ClaimNames()
     jwks: Jwks = Jwks()
+    # RFC 7662: opaque tokens, and JWTs on high-risk routes (docs/introspection.md).
+    introspection: Introspection | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -91,6 +94,10 @@ class Issuer(Model):
             raise ValueError("set discovery: true or give jwks_uri")
         if self.max_token_lifetime <= timedelta(0):
             raise ValueError("max_token_lifetime must be positive")
+        introspection = self.introspection
+        if introspection is not None and introspection.endpoint is None and not self.discovery:
+            # Without discovery there is no document to name the endpoint.
+            raise ValueError("introspection.endpoint is required when discovery is off")
         return self
 
 

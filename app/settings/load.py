@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.settings.issuers import Issuer
 from app.settings.model import Settings
 from app.yamlsrc import Located, PathKey, YamlError, key_path, load_single
 
@@ -75,4 +76,43 @@ def load_settings(path: Path) -> Settings:
         located_geoip = geoip.model_copy(update={"path": path.parent / geoip.path})
         evidence = settings.evidence.model_copy(update={"geoip": located_geoip})
         settings = settings.model_copy(update={"evidence": evidence})
+    keys = settings.assertion.keys
+    if keys is not None and not keys.is_absolute():
+        assertion = settings.assertion.model_copy(update={"keys": path.parent / keys})
+        settings = settings.model_copy(update={"assertion": assertion})
+    nonce = settings.dpop.nonce
+    if nonce is not None and not nonce.secret_file.is_absolute():
+        located_nonce = nonce.model_copy(update={"secret_file": path.parent / nonce.secret_file})
+        dpop = settings.dpop.model_copy(update={"nonce": located_nonce})
+        settings = settings.model_copy(update={"dpop": dpop})
+    redis = settings.store.redis
+    if redis is not None:
+        # Files named by the store section are relative to the configuration file, too.
+        located_redis = redis.model_copy(
+            update={
+                name: path.parent / value
+                for name in ("password_file", "ca_file")
+                if (value := getattr(redis, name)) is not None and not value.is_absolute()
+            }
+        )
+        store = settings.store.model_copy(update={"redis": located_redis})
+        settings = settings.model_copy(update={"store": store})
+    if any(issuer.introspection is not None for issuer in settings.issuers):
+        issuers = [_located_secrets(issuer, path.parent) for issuer in settings.issuers]
+        settings = settings.model_copy(update={"issuers": issuers})
     return settings
+
+
+def _located_secrets(issuer: Issuer, base: Path) -> Issuer:
+    """Relative secret and key files of ``issuer.introspection`` are relative to ``base``."""
+    introspection = issuer.introspection
+    if introspection is None:
+        return issuer
+    update = {
+        name: base / value
+        for name in ("client_secret_file", "private_key_file")
+        if (value := getattr(introspection, name)) is not None and not value.is_absolute()
+    }
+    if not update:
+        return issuer
+    return issuer.model_copy(update={"introspection": introspection.model_copy(update=update)})

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Final
 
 from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
 from app.settings.base import Model
+
+# Defaults of the three listeners: the deployment files, the local stack and the injector use
+# these too.
+CHECK_PORT: Final = 9000
+GRPC_PORT: Final = 9001
+ADMIN_PORT: Final = 9100
 
 
 class Listener(Model):
@@ -19,7 +26,7 @@ class CheckListener(Listener):
     """Envoy's HTTP ext_authz (``http_service``). Disable it to serve gRPC only."""
 
     enabled: bool = True
-    port: int = Field(default=9000, ge=0, le=65535)
+    port: int = Field(default=CHECK_PORT, ge=0, le=65535)
     path_prefix: str = "/check"
 
     @field_validator("path_prefix")
@@ -33,7 +40,7 @@ class CheckListener(Listener):
 
 
 class AdminListener(Listener):
-    port: int = Field(default=9100, ge=0, le=65535)
+    port: int = Field(default=ADMIN_PORT, ge=0, le=65535)
 
 
 class GrpcListener(Listener):
@@ -41,7 +48,7 @@ class GrpcListener(Listener):
     the HTTP check listener, on its own port."""
 
     enabled: bool = False
-    port: int = Field(default=9001, ge=0, le=65535)
+    port: int = Field(default=GRPC_PORT, ge=0, le=65535)
     # A CheckRequest carries headers (Envoy caps them with max_request_headers_kb) and, with
     # include_peer_certificate, the client certificate: far below this bound.
     max_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)

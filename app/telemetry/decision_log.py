@@ -227,6 +227,25 @@ class DecisionLog:
         elif lines >= _BATCH and not self._wake.is_set():
             self._wake.set()
 
+    def record_line(self, line: Mapping[str, Any]) -> None:
+        """Queue one line that is not a decision (``kind`` says what: e.g. ``revocation``, an
+        operator's kill switch), so that the decision log tells the whole story in order.
+        Never sampled out."""
+        try:
+            encoded = orjson.dumps(dict(line))
+        except TypeError:
+            self._drop(1)
+            log.exception("could not format a %s line", line.get("kind"))
+            return
+        with self._buffer_lock:
+            self._buffer += encoded
+            self._buffer.append(0x0A)
+            self._lines += 1
+        if self._thread is None:
+            self.flush()
+        else:
+            self._wake.set()
+
     def format(self, entry: Entry) -> bytes:
         """``decision_line(entry)`` as JSON, the same object whichever way it is made.
 

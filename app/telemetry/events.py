@@ -35,9 +35,35 @@ class Event(StrEnum):
     KEY_REFRESH_FAILED = "key_refresh_failed"
     GRANT_ACTIVE = "grant_active"
     GRANT_EXPIRED = "grant_expired"
+    ASSERTION_KEYS_RELOADED = "assertion_keys_reloaded"
+    ASSERTION_KEYS_REJECTED = "assertion_keys_rejected"
+    ASSERTION_SIGNING_KEY_CHANGED = "assertion_signing_key_changed"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STORE_RECOVERED = "store_recovered"
+    # continuous access evaluation (app/signals/)
+    SIGNAL_APPLIED = "signal_applied"
+    SIGNAL_REJECTED = "signal_rejected"
+    ACCESS_REVOKED = "access_revoked"
+    STREAM_VERIFIED = "stream_verified"
+    STREAM_UPDATED = "stream_updated"
+    SIGNALS_STORE_UNREACHABLE = "signals_store_unreachable"
+    SIGNALS_STORE_RECOVERED = "signals_store_recovered"
+    INTROSPECTION_FAILING = "introspection_failing"
+    INTROSPECTION_RECOVERED = "introspection_recovered"
 
 
-_WARNINGS = frozenset({Event.POLICIES_REJECTED, Event.KEY_REFRESH_FAILED})
+_WARNINGS = frozenset(
+    {
+        Event.POLICIES_REJECTED,
+        Event.KEY_REFRESH_FAILED,
+        Event.ASSERTION_KEYS_REJECTED,
+        Event.STORE_UNAVAILABLE,
+        Event.SIGNAL_REJECTED,
+        Event.ACCESS_REVOKED,
+        Event.SIGNALS_STORE_UNREACHABLE,
+        Event.INTROSPECTION_FAILING,
+    }
+)
 _MESSAGES: Mapping[Event, str] = {
     Event.CONFIG_LOADED: "configuration loaded",
     Event.POLICIES_RELOADED: "policies reloaded",
@@ -46,6 +72,20 @@ _MESSAGES: Mapping[Event, str] = {
     Event.KEY_REFRESH_FAILED: "issuer key refresh failed; keeping the last good keys",
     Event.GRANT_ACTIVE: "access grant became active",
     Event.GRANT_EXPIRED: "access grant expired",
+    Event.ASSERTION_KEYS_RELOADED: "assertion signing keys reloaded",
+    Event.ASSERTION_KEYS_REJECTED: "assertion signing keys rejected; the keys in force stay",
+    Event.ASSERTION_SIGNING_KEY_CHANGED: "assertion signing key changed",
+    Event.STORE_UNAVAILABLE: "shared store unavailable; checks that need it are refused",
+    Event.STORE_RECOVERED: "shared store available again",
+    Event.SIGNAL_APPLIED: "security event applied",
+    Event.SIGNAL_REJECTED: "security event refused; nothing changed",
+    Event.ACCESS_REVOKED: "access revoked by an operator (kill switch)",
+    Event.STREAM_VERIFIED: "security event stream verified by its transmitter",
+    Event.STREAM_UPDATED: "security event stream status changed by its transmitter",
+    Event.SIGNALS_STORE_UNREACHABLE: "shared store unreachable; known revocations stay enforced",
+    Event.SIGNALS_STORE_RECOVERED: "shared store reachable again",
+    Event.INTROSPECTION_FAILING: "token introspection is failing; opaque tokens are refused (503)",
+    Event.INTROSPECTION_RECOVERED: "token introspection answers again",
 }
 # Policy reloads are also counted by outcome in their own metric.
 _RELOAD_OUTCOME: Mapping[Event, str] = {

@@ -20,6 +20,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from app.decision import Decision
+from app.identity.introspection import ERROR as INTROSPECTION_ERROR
+from app.identity.introspection import IntrospectionOutcome
 from app.identity.jwks import RefreshOutcome
 from app.policy.index import CompiledPolicies
 from app.reasons import Reason, status_of
@@ -134,9 +136,13 @@ class Telemetry:
         Raises ConfigError when the subject hash key is named but unusable.
         """
         config = settings.telemetry
-        metrics = Metrics([issuer.issuer for issuer in settings.issuers])
+        metrics = Metrics(
+            [issuer.issuer for issuer in settings.issuers],
+            introspecting=[i.issuer for i in settings.issuers if i.introspection is not None],
+        )
         subject = subject_view(load_subject_key(config, environ))
         tracing = tracing if tracing is not None else Tracing()
+        tracing.report_drops_to(metrics.spans_dropped)
         decision_log = DecisionLog(
             stream,
             subject=subject,
@@ -232,6 +238,14 @@ class Telemetry:
             )
 
     # -- key sources -----------------------------------------------------------------------
+
+    def introspected(self, outcome: IntrospectionOutcome) -> None:
+        """The introspectors' observer: counts and latency, an event when failing starts/ends."""
+        self.metrics.introspected(outcome.issuer, outcome.outcome, outcome.seconds)
+        if outcome.changed:
+            failing = outcome.outcome == INTROSPECTION_ERROR
+            event = Event.INTROSPECTION_FAILING if failing else Event.INTROSPECTION_RECOVERED
+            self.events.emit(event, issuer=outcome.issuer, error=outcome.error)
 
     def jwks_refreshed(self, outcome: RefreshOutcome) -> None:
         """The JWKS caches' observer: refresh counter, key age, rotation and failure events."""

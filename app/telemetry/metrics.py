@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,12 +26,16 @@ from prometheus_client.metrics_core import (
 )
 
 from app import __version__
+from app.identity.introspection import OUTCOMES as INTROSPECTION_OUTCOMES
 from app.identity.token_cache import CacheStats
 from app.reasons import Reason, status_of
+from app.telemetry.span_export import DROP_REASONS
 
 TRANSPORTS: Final = ("http", "grpc")
 OTHER: Final = "other"
 OUTCOMES: Final = ("success", "failure")
+# Shared-store operations whose failures are counted (app/store/health.py callers).
+STORE_OPERATIONS: Final = ("dpop_replay", "ping")
 # Sub-millisecond is the normal case (keys cached, CPU only); the tail shows up in the top buckets.
 DURATION_BUCKETS: Final = (
     0.0001,
@@ -48,10 +52,12 @@ DURATION_BUCKETS: Final = (
     0.5,
     1.0,
 )
+# One question to an introspection endpoint: a local round trip to seconds (its timeout).
+INTROSPECTION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Failures of token verification: every token_* code except "there was no token at all".
 TOKEN_FAILURES: Final = frozenset(
     r for r in Reason if r.value.startswith("token_") and r is not Reason.TOKEN_MISSING
-) | {Reason.KEYS_UNAVAILABLE}
+) | {Reason.KEYS_UNAVAILABLE, Reason.INTROSPECTION_UNAVAILABLE}
 
 
 def decision_label(reason: Reason) -> str:
@@ -112,6 +118,22 @@ def _state_families(view: StateView | None) -> list[Metric]:
     return [rules, info, age]
 
 
+def _assertion_families(counts: tuple[int, int] | None) -> list[Metric]:
+    """The signed identity assertion's counters, read at scrape time (app/assertion/ counts
+    with plain integers on the check path)."""
+    handed = CounterMetricFamily(
+        "ztauthz_assertions",
+        "Signed identity assertions handed to upstreams, by result: signed for this allow, or "
+        "reused (identical claims, signed by an earlier allow, more than half its lifetime left).",
+        labels=["result"],
+    )
+    if counts is not None:
+        signed, reused = counts
+        handed.add_metric(["signed"], signed)
+        handed.add_metric(["reused"], reused)
+    return [handed]
+
+
 def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
     """The verified-token cache's counters, read from the cache at scrape time (the cache
     counts with plain integers: nothing is locked on the check path)."""
@@ -137,6 +159,27 @@ def _token_cache_families(stats: CacheStats | None) -> list[Metric]:
         lookups.add_metric(["miss"], stats.misses)
         evictions.add_metric([], stats.evictions)
     return [entries, capacity, lookups, evictions]
+
+
+def _store_families(view: tuple[str, bool] | None) -> list[Metric]:
+    up = GaugeMetricFamily(
+        "ztauthz_store_up",
+        "1 when the shared store (DPoP replay cache, revocations) answers, else 0.",
+        labels=["backend"],
+    )
+    if view is not None:
+        up.add_metric([view[0]], 1 if view[1] else 0)
+    return [up]
+
+
+def _introspection_cache_families(stats: CacheStats | None) -> list[Metric]:
+    entries = GaugeMetricFamily(
+        "ztauthz_introspection_cache_entries",
+        "Introspection answers remembered (by token digest) right now, across issuers.",
+    )
+    if stats is not None:
+        entries.add_metric([], stats.entries)
+    return [entries]
 
 
 class CheckCounts:
@@ -200,7 +243,13 @@ def _check_families(counts: CheckCounts | None) -> list[Metric]:
 class Metrics:
     """The instruments. ``registry`` is what /metrics exposes."""
 
-    def __init__(self, issuers: Sequence[str] = (), registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        issuers: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+        introspecting: Sequence[str] = (),
+    ):
+        """``issuers``: every configured issuer; ``introspecting``: those with introspection."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # Per check: plain integers, turned into families at scrape time (no lock, no label
@@ -224,23 +273,69 @@ class Metrics:
             "Decision log lines dropped because the writer queue was full or writing failed.",
             registry=r,
         )
+        self.spans_dropped_total = Counter(
+            "ztauthz_spans_dropped",
+            "Spans not sent to the collector, by reason (export_failed: the exporter gave up on "
+            "the batch; unsent: still queued at shutdown when the grace ran out, or pushed out "
+            "of a full queue).",
+            ["reason"],
+            registry=r,
+        )
         self.events = Counter(
             "ztauthz_events",
             "Discrete changes (configuration loaded, keys rotated, ...), by event name.",
             ["event"],
             registry=r,
         )
+        self.store_failures = Counter(
+            "ztauthz_store_failures",
+            "Shared-store operations that failed (the request needing them was refused), "
+            "by operation.",
+            ["operation"],
+            registry=r,
+        )
+        for operation in STORE_OPERATIONS:
+            self.store_failures.labels(operation)
+        self.introspections = Counter(
+            "ztauthz_introspections",
+            "Token introspections (RFC 7662), by issuer and outcome: active, inactive, refused "
+            "(active but its claims refused), error (no usable answer), overloaded (too many in "
+            "flight), cached (answered from the cache), coalesced (joined one in flight).",
+            ["issuer", "outcome"],
+            registry=r,
+        )
+        self.introspection_duration = Histogram(
+            "ztauthz_introspection_duration_seconds",
+            "Time for one question to an introspection endpoint, answered or failed.",
+            ["issuer"],
+            buckets=INTROSPECTION_BUCKETS,
+            registry=r,
+        )
         for issuer in issuers:
             for outcome in OUTCOMES:
                 self.jwks_refreshes.labels(issuer, outcome)
+        for issuer in introspecting:
+            self.introspection_duration.labels(issuer)
+            for introspection_outcome in INTROSPECTION_OUTCOMES:
+                self.introspections.labels(issuer, introspection_outcome)
         for outcome in OUTCOMES:
             self.policy_reloads.labels(outcome)
+        for reason in DROP_REASONS:
+            self.spans_dropped_total.labels(reason)
 
     def observe_check(self, reason: Reason, transport: str, seconds: float) -> None:
         self.checks.observe(reason, transport, seconds)
 
     def jwks_refreshed(self, issuer: str, ok: bool) -> None:
         self.jwks_refreshes.labels(issuer, OUTCOMES[0] if ok else OUTCOMES[1]).inc()
+
+    def spans_dropped(self, reason: str, count: int) -> None:
+        self.spans_dropped_total.labels(reason).inc(count)
+
+    def introspected(self, issuer: str, outcome: str, seconds: float | None) -> None:
+        self.introspections.labels(issuer, outcome).inc()
+        if seconds is not None:
+            self.introspection_duration.labels(issuer).observe(seconds)
 
     def event(self, name: str) -> None:
         self.events.labels(name).inc()
@@ -249,6 +344,18 @@ class Metrics:
         """Expose the gauges computed from ``view`` (called at every scrape)."""
         self.registry.register(_ScrapeTimeCollector(view, _state_families))
 
+    def watch_store(self, view: Callable[[], tuple[str, bool]]) -> None:
+        """Expose ``ztauthz_store_up{backend}`` from ``view() -> (backend, up)``."""
+        self.registry.register(_ScrapeTimeCollector(view, _store_families))
+
+    def watch_introspection_cache(self, view: Callable[[], CacheStats]) -> None:
+        """Expose the introspection answer cache's size (``view`` at every scrape)."""
+        self.registry.register(_ScrapeTimeCollector(view, _introspection_cache_families))
+
     def watch_token_cache(self, view: Callable[[], CacheStats]) -> None:
         """Expose the verified-token cache's size and counters (``view`` at every scrape)."""
         self.registry.register(_ScrapeTimeCollector(view, _token_cache_families))
+
+    def watch_assertions(self, view: Callable[[], tuple[int, int]]) -> None:
+        """Expose how many assertions were signed and reused (``view`` at every scrape)."""
+        self.registry.register(_ScrapeTimeCollector(view, _assertion_families))

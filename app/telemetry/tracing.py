@@ -11,13 +11,21 @@ COMPRESSION,CERTIFICATE}``, ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_RESOURCE_ATTRI
 Incoming context is read with W3C ``traceparent``/``tracestate`` and ``baggage`` and with B3
 (single ``b3`` header or ``x-b3-*``), unless ``OTEL_PROPAGATORS`` names others.
 
-Spans: ``ztauthz.check`` per check (a child of the caller's span, or of the FastAPI server span
-when the HTTP transport is instrumented), with children ``ztauthz.verify_token``,
-``ztauthz.gather_evidence`` (when evidence is gathered) and ``ztauthz.evaluate_policy``.
+Shutdown is bounded: ``shutdown(timeout)`` sends what is queued for at most ``timeout`` seconds
+(``ztauthz serve`` gives it what is left of ``server.shutdown_grace``), whatever the collector
+does; spans that cannot be sent are dropped, counted in ``ztauthz_spans_dropped_total`` by
+reason and logged (app/telemetry/span_export.py).
+
+Spans: ``ztauthz.check`` per check, over HTTP and gRPC alike: the server span (kind SERVER), a
+child of the caller's context (Envoy's ext_authz span), with children ``ztauthz.verify_token``,
+``ztauthz.gather_evidence`` (when evidence is gathered) and ``ztauthz.evaluate_policy``. The
+admin listener's FastAPI app has the instrumentation's server spans (probes and scrapes
+excepted).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -32,17 +40,26 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from app import __version__
 from app.settings import ConfigError
+from app.telemetry.span_export import (
+    DEFAULT_CLOSE_TIMEOUT,
+    BoundedSpanProcessor,
+    DropSink,
+)
+
+log = logging.getLogger("ztauthz.tracing")
 
 CHECK_SPAN: Final = "ztauthz.check"
 VERIFY_SPAN: Final = "ztauthz.verify_token"
 EVIDENCE_SPAN: Final = "ztauthz.gather_evidence"
+SIGNALS_SPAN: Final = "ztauthz.check_signals"
 EVALUATE_SPAN: Final = "ztauthz.evaluate_policy"
+INTROSPECT_SPAN: Final = "ztauthz.confirm_token"  # a high_risk rule's introspection
 
 _PROPAGATORS: Mapping[str, type[TextMapPropagator]] = {
     "tracecontext": TraceContextTextMapPropagator,
@@ -148,13 +165,16 @@ class Steps:
 
 NO_STEPS: Final = Steps(None)
 
-# Attributes of the instrumented check request that would carry the original query string.
+# Admin paths polled by orchestrators and scrapers: never traced.
+UNTRACED_ADMIN_PATHS: Final = ("/healthz", "/readyz", "/metrics")
+
+# Attributes of an instrumented request that would carry the original query string.
 _URL_ATTRIBUTES: Final = ("http.url", "url.full", "http.target")
 
 
 def scrub_server_span(span: Span, scope: dict[str, Any]) -> None:
-    """FastAPI server-span hook: the check request's query string is the original request's,
-    and may carry credentials; keep it out of the span."""
+    """FastAPI server-span hook: a query string may carry credentials; keep it out of the
+    span."""
     if not scope.get("query_string") or not span.is_recording():
         return
     attributes: Mapping[str, Any] = getattr(span, "attributes", None) or {}
@@ -173,8 +193,10 @@ class Tracing:
         self,
         provider: TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
+        processor: BoundedSpanProcessor | None = None,
     ) -> None:
         self._provider = provider
+        self._processor = processor
         self.propagator = propagator if propagator is not None else default_propagator()
         self.tracer: Tracer | None = (
             None if provider is None else provider.get_tracer("ztauthz", __version__)
@@ -200,15 +222,23 @@ class Tracing:
         if not tracing_enabled(env):
             return cls(None, propagator)
         provider = TracerProvider(resource=service_resource())  # sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(span_exporter(env)))
-        return cls(provider, propagator)
+        processor = BoundedSpanProcessor(span_exporter(env))  # batches, OTEL_BSP_*
+        provider.add_span_processor(processor)
+        return cls(provider, propagator, processor)
+
+    def report_drops_to(self, sink: DropSink) -> None:
+        """Spans that cannot be sent are counted by ``sink(reason, count)``."""
+        if self._processor is not None:
+            self._processor.accounts.sink = sink
 
     def install_propagator(self) -> None:
         """Make this propagator the process-wide one (read by the FastAPI instrumentation)."""
         set_global_textmap(self.propagator)
 
     def instrument(self, app: FastAPI) -> None:
-        """Add the FastAPI server span to ``app`` (only when tracing is on)."""
+        """Add the FastAPI server span to the admin ``app`` (only when tracing is on). Probes
+        and scrapes are not traced: they would drown the rest. (Checks have their own server
+        span, ``ztauthz.check``: app/telemetry/hub.py.)"""
         if self._provider is None:
             return
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -216,6 +246,7 @@ class Tracing:
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=self._provider,
+            excluded_urls=",".join(UNTRACED_ADMIN_PATHS),
             server_request_hook=scrub_server_span,
             exclude_spans=["receive", "send"],
             # Should OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* name a header, its value is
@@ -223,8 +254,19 @@ class Tracing:
             http_capture_headers_sanitize_fields=[".*"],
         )
 
-    def shutdown(self) -> None:
-        """Export what is buffered and stop (idempotent)."""
-        if self._provider is not None:
-            self._provider.shutdown()
-            self._provider = None
+    def shutdown(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Export what is buffered for at most ``timeout`` seconds, whatever the collector does,
+        and stop; what is not sent by then is dropped, counted and logged (idempotent)."""
+        provider, processor = self._provider, self._processor
+        self._provider = self._processor = None
+        if processor is not None:
+            unsent = processor.close(timeout)
+            if unsent:
+                log.warning(
+                    "%d spans were not sent: the collector did not take them within %.1f s",
+                    unsent,
+                    timeout,
+                    extra={"spans_dropped": unsent},
+                )
+        if provider is not None:
+            provider.shutdown()  # the processor is closed: returns at once

@@ -79,6 +79,7 @@ def to_context(
         peer_principal=source.principal,
         context_extensions=dict(attributes.context_extensions),
         route_metadata=_metadata(attributes.route_metadata_context),
+        scheme=http.scheme or None,  # DPoP's htu (RFC 9449 §4.3): the scheme Envoy saw
     )
 
 

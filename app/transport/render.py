@@ -1,24 +1,25 @@
 """Decision -> (status, headers, body, headers to remove), shared by every transport.
 
-Identity headers for the upstream are always either set by ztauthz or named for removal, so a
-client can never smuggle one through Envoy (Envoy only overwrites the headers a response carries;
-the headers to remove make it drop the others). Each transport only puts this one rendering on
+Identity headers for the upstream (the signed assertion's too) are always either set by ztauthz
+or named for removal, so a client can never smuggle one through Envoy (Envoy only overwrites the
+headers a response carries; the headers to remove make it drop the others). Each transport only puts this one rendering on
 its wire: HTTP as the response plus ``x-envoy-auth-headers-to-remove``, gRPC as a CheckResponse
 with ``headers_to_remove``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
 import orjson
 
-from app.decision import Decision
+from app.decision import ACR_VALUE, Decision
+from app.http_facts import DPOP_NONCE
+from app.identity.dpop import CHALLENGE_ERRORS
 from app.reasons import Reason, describe
-from app.settings import Response
+from app.settings import ASSERTION_HEADER, Response
 
 SUBJECT = "x-auth-subject"
 ISSUER = "x-auth-issuer"
@@ -31,6 +32,7 @@ RULE = "x-auth-rule"
 DEVICE_ID = "x-auth-device-id"  # evidence: the device the request comes from
 COUNTRY = "x-auth-country"  # evidence: ISO 3166-1 country of the request
 WORKLOAD = "x-auth-workload"  # evidence: the calling workload's SPIFFE ID
+ASSERTION = ASSERTION_HEADER  # the signed identity assertion (app/assertion/), when enabled
 
 # Every identity header ztauthz owns. Each allow response sets it or asks Envoy to remove it.
 IDENTITY_HEADERS: tuple[str, ...] = (
@@ -45,6 +47,7 @@ IDENTITY_HEADERS: tuple[str, ...] = (
     DEVICE_ID,
     COUNTRY,
     WORKLOAD,
+    ASSERTION,
 )
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 
@@ -88,6 +91,9 @@ def _json(decision: Decision, settings: Response) -> bytes:
 
 
 def _challenge(decision: Decision, settings: Response) -> str:
+    dpop_error = CHALLENGE_ERRORS.get(decision.reason)
+    if dpop_error is not None:
+        return _dpop_challenge(decision, settings, dpop_error)
     realm = f'Bearer realm="{settings.realm}"'
     if decision.reason is Reason.TOKEN_MISSING:
         # RFC 6750 section 3.1: no error code when the request carried no credentials.
@@ -107,7 +113,7 @@ def _step_up_challenge(decision: Decision, realm: str) -> str:
     step_up = decision.step_up
     if step_up is not None:
         # The loader admits only visible ASCII without quote or backslash in acr values.
-        acr_values = [v for v in step_up.acr_values if _TOKEN_CHARS.fullmatch(v)]
+        acr_values = [v for v in step_up.acr_values if ACR_VALUE.fullmatch(v)]
         if acr_values:
             parts.append(f'acr_values="{" ".join(acr_values)}"')
         if step_up.max_age is not None:
@@ -115,7 +121,17 @@ def _step_up_challenge(decision: Decision, realm: str) -> str:
     return ", ".join(parts)
 
 
-_TOKEN_CHARS = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+def _dpop_challenge(decision: Decision, settings: Response, error: str) -> str:
+    """RFC 9449 §7.1: the DPoP scheme's challenge, with the error code (invalid_dpop_proof,
+    use_dpop_nonce, invalid_token) and the proof algorithms accepted (``algs``)."""
+    parts = [
+        f'DPoP realm="{settings.realm}"',
+        f'error="{error}"',
+        f'error_description="{describe(decision.reason)}"',
+    ]
+    if decision.dpop is not None and decision.dpop.algs:
+        parts.append(f'algs="{" ".join(decision.dpop.algs)}"')
+    return ", ".join(parts)
 
 
 _REMOVED: dict[tuple[str, ...], bytes] = {}
@@ -142,6 +158,8 @@ def render(decision: Decision, settings: Response) -> Rendered:
     }
     if decision.status == 401:
         headers["www-authenticate"] = _challenge(decision, settings)
+        if decision.dpop is not None and decision.dpop.nonce is not None:
+            headers[DPOP_NONCE] = decision.dpop.nonce  # RFC 9449 §9
     return Rendered(decision.status, headers, _json(decision, settings))
 
 
@@ -170,5 +188,9 @@ def _render_allow(decision: Decision) -> Rendered:
             headers[COUNTRY] = evidence.location.country  # two upper-case letters
         if evidence.workload is not None:
             headers[WORKLOAD] = header_value(evidence.workload.id)
+    assertion = decision.assertion
+    if assertion is not None:
+        # A JWS compact serialization: base64url and dots, nothing to escape.
+        headers[assertion.header] = assertion.token
     missing = tuple(name for name in IDENTITY_HEADERS if name not in headers)
     return Rendered(200, headers, b"", missing)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,94 @@ def test_compose_policies_load() -> None:
     problems = check_policy_dir(COMPOSE / "policies")
     assert [p for p in problems if p.severity == "error"] == []
     assert load_all(COMPOSE / "policies" / "invoices.yaml")[0]["kind"] == "Policy"
+
+
+# --- what a real engine showed (issue 17) ------------------------------------------------------
+
+
+def _envoy_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
+    """The envoy service's healthcheck command, as the container runs it (compose turns $$
+    into $), against Envoy's admin listener on ``port``."""
+    test = services()["envoy"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"]
+    command = test[3].replace("$$", "$").replace("127.0.0.1/9901", f"127.0.0.1/{port}")
+    return subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def envoy_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Real Envoy (the version the compose file pins) with only its admin listener."""
+    from app.dev.procs import HttpReady, ManagedProcess, free_port
+
+    directory = tmp_path_factory.mktemp("envoy-admin")
+    port = free_port()
+    bootstrap = directory / "envoy.yaml"
+    bootstrap.write_text(
+        f"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}\n"
+    )
+    process = ManagedProcess(
+        "envoy-admin",
+        [str(ENVOY), "-c", str(bootstrap), "--disable-hot-restart", "--log-level", "warn"],
+        log_path=directory / "envoy.log",
+        ready=HttpReady(f"http://127.0.0.1:{port}/ready"),
+        ready_timeout=60,
+    )
+    process.start()
+    try:
+        yield port
+    finally:
+        process.stop()
+
+
+def test_envoy_healthcheck_passes_against_a_live_envoy(envoy_admin: int) -> None:
+    result = _envoy_healthcheck(envoy_admin)
+    assert result.returncode == 0, result.stderr
+
+
+def test_envoy_refuses_the_http_1_0_request_the_healthcheck_once_sent(envoy_admin: int) -> None:
+    """Why the healthcheck speaks HTTP/1.1: Envoy answers HTTP/1.0 with 426."""
+    with socket.create_connection(("127.0.0.1", envoy_admin), timeout=5) as connection:
+        connection.sendall(b"GET /ready HTTP/1.0\r\n\r\n")
+        status = connection.makefile("rb").readline()
+    assert status.startswith(b"HTTP/1.1 426")
+    test = services()["envoy"]["healthcheck"]["test"][-1]
+    assert "HTTP/1.1" in test and "HTTP/1.0" not in test
+
+
+def test_envoy_healthcheck_fails_when_nothing_answers() -> None:
+    from app.dev.procs import free_port
+
+    assert _envoy_healthcheck(free_port()).returncode != 0
+
+
+def test_services_depend_on_the_collector_they_export_to() -> None:
+    """compose down stops dependants first: ztauthz and Envoy flush their spans before the
+    collector goes, and start after it."""
+    all_services = services()
+    endpoints = {
+        name: str(service.get("environment", {}).get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        for name, service in all_services.items()
+    }
+    exporters = {name for name, endpoint in endpoints.items() if "otel-collector" in endpoint}
+    envoy = yaml.safe_load((COMPOSE / "envoy.yaml").read_text())
+    if envoy_cluster_port(envoy, "otel_collector")[0] == "otel-collector":
+        exporters.add("envoy")
+    assert exporters == {"ztauthz", "envoy"}
+    for name in exporters:
+        assert "otel-collector" in all_services[name]["depends_on"], name
+
+
+def test_the_documented_health_order_is_the_service_healthy_dependencies() -> None:
+    from tools.container_check.walkthrough import HEALTH_ORDER
+
+    edges = {
+        (target, name)
+        for name, service in services().items()
+        for target, rule in service.get("depends_on", {}).items()
+        if rule["condition"] == "service_healthy"
+    }
+    assert edges == set(HEALTH_ORDER)
+    docs = (REPO / "docs" / "containers.md").read_text()
+    assert "oidc and upstream become healthy first, then ztauthz, then envoy" in docs

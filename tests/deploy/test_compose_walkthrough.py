@@ -1,6 +1,6 @@
 """The docker-compose walkthrough without Docker: the same OIDC provider program, the same
 token script, ztauthz with the compose config and policies, asked exactly as Envoy asks. Only
-the ports differ (ephemeral, loopback), so the README's allowed and denied requests are proven
+the ports differ (ephemeral, loopback), so docs/containers.md's allowed and denied requests are proven
 here; the containers themselves cannot run on this machine."""
 
 from __future__ import annotations

@@ -147,10 +147,41 @@ def test_runs_as_a_fixed_non_root_uid_that_the_manifests_name(stages: list[Stage
     assert uids == {65532}
 
 
+def _arg_defaults(stage: Stage) -> dict[str, str]:
+    return dict(a.partition("=")[::2] for a in stage.all("ARG") if "=" in a)
+
+
 def test_oci_labels(stages: list[Stage]) -> None:
-    labels = " ".join(stages[-1].all("LABEL"))
-    for key in ("title", "description", "version", "revision", "created", "licenses"):
-        assert f"org.opencontainers.image.{key}=" in labels, key
+    """OCI image-spec pre-defined annotation keys; version and licence are pyproject.toml's."""
+    runtime = stages[-1]
+    labels = " ".join(runtime.all("LABEL"))
+    found = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', labels))
+    for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
+        assert f"org.opencontainers.image.{key}" in found, key
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    defaults = _arg_defaults(runtime)
+    assert found["org.opencontainers.image.version"] == "${VERSION}"
+    assert defaults["VERSION"] == project["version"]
+    assert found["org.opencontainers.image.licenses"] == project["license"]
+    assert found["org.opencontainers.image.description"] == project["description"]
+    for key, arg in (("revision", "REVISION"), ("created", "CREATED"), ("source", "SOURCE")):
+        assert found[f"org.opencontainers.image.{key}"] == f"${{{arg}}}"
+        assert arg in defaults, arg  # passed by the build command, "unknown" otherwise
+    # The base the image was really built from, whatever PYTHON_IMAGE says.
+    assert found["org.opencontainers.image.base.name"] == "${PYTHON_IMAGE}"
+    assert "PYTHON_IMAGE" in runtime.all("ARG")
+
+
+def test_no_parser_directive_that_needs_a_registry() -> None:
+    """``# syntax=...`` makes BuildKit (the default builder of Docker 23+ and of ``docker compose
+    build``) pull a frontend image before the first step: without a registry, nothing builds.
+    The Dockerfile uses nothing the built-in frontend lacks."""
+    for dockerfile in (DOCKERFILE, COMPOSE / "oidc" / "Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if not line.startswith("#"):
+                break  # parser directives come before anything else
+            directive = line.lstrip("# ").split("=")[0].strip().lower()
+            assert directive not in ("syntax", "check"), f"{dockerfile}: {line}"
 
 
 def test_entrypoint_and_default_command(stages: list[Stage]) -> None:

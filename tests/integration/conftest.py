@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,8 @@ from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
 from app.dev.stack import Ports, Stack, start_stack
 from app.dev.tokens import mint
+from tests.integration.edge_support import Edge
+from tests.integration.redis_support import RedisServer, start_redis
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "ztauthz.yaml"
@@ -124,6 +125,16 @@ def untrusted_keys() -> DevKeys:
     return DevKeys.generate()
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server on a loopback port for one test (stopped after it)."""
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.process.stop()
+
+
 def _minimal_envoy(stack: Stack, transport: Transport) -> Iterator[int]:
     """An Envoy running the minimal bootstrap in front of ``stack``'s ztauthz and upstream."""
     port, admin = free_port(), free_port()
@@ -155,20 +166,6 @@ def http_minimal_envoy(http_stack: Stack) -> Iterator[int]:
 @pytest.fixture(scope="session")
 def grpc_minimal_envoy(grpc_stack: Stack) -> Iterator[int]:
     yield from _minimal_envoy(grpc_stack, "grpc")
-
-
-@dataclass(frozen=True, slots=True)
-class Edge:
-    """One Envoy in front of ztauthz: which bootstrap, which transport, and its port."""
-
-    bootstrap: str
-    transport: Transport
-    stack: Stack
-    port: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.bootstrap}-{self.transport}"
 
 
 EDGES = [(bootstrap, transport) for bootstrap in BOOTSTRAPS for transport in TRANSPORTS]

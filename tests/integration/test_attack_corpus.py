@@ -38,7 +38,7 @@ from tests.integration.attack_corpus import (
     corpus,
     materialize,
 )
-from tests.integration.conftest import Edge
+from tests.integration.edge_support import Edge
 
 pytestmark = pytest.mark.integration
 

@@ -28,18 +28,29 @@ def test_dev_stack_check_passes_and_stops_everything(
         ("envoy-mtls", ports.envoy_mtls),
         ("envoy-mtls-admin", ports.envoy_mtls_admin),
         ("device-issuer", ports.device_issuer),
+        ("receiver", ports.receiver),
     ):
         argv += [f"--{name}-port", str(port)]
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=60, env=child_env, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo check: 4 of 4 requests as expected" in result.stdout
+    assert "demo check: 7 of 7 scenarios as expected" in result.stdout
+    # Continuous access evaluation: allowed, a session-revoked SET pushed, the same token refused.
+    assert "[ok] a session-revoked security event ends the session at once" in result.stdout
+    assert "(CAEP session-revoked) -> 202" in result.stdout
+    assert "with the same token -> 401 session_revoked" in result.stdout
     assert '"x-auth-subject": "alice"' in result.stdout
     assert '"reason":"token_missing"' in result.stdout
     assert '"reason":"denied_by_rule"' in result.stdout
     # The workload call over the mTLS listener: no token, the certificate's SPIFFE ID.
     assert '"x-auth-workload": "spiffe://example.org/ns/billing/sa/invoice-worker"' in result.stdout
+    # A DPoP-bound token: allowed with its key's proof, refused with another key's.
+    assert "[ok] allowed: alice's DPoP-bound token (cnf.jkt) with a proof from her key" in (
+        result.stdout
+    )
+    assert '"reason":"dpop_key_mismatch"' in result.stdout
+    assert 'WWW-Authenticate: DPoP realm="ztauthz", error="invalid_token"' in result.stdout
     logs = tmp_path / "dev" / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
         "device-issuer.log",
@@ -57,6 +68,7 @@ def test_dev_stack_check_passes_and_stops_everything(
         ports.upstream,
         ports.envoy_mtls,
         ports.device_issuer,
+        ports.receiver,
     ):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

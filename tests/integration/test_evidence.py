@@ -12,6 +12,8 @@ someone else, a device token signed by someone else.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from app.dev.envoy import (
     SHIPPED_ENVOY_GRPC_CONFIG,
@@ -79,6 +83,10 @@ spec:
       effect: allow
       match: {methods: [GET], paths: ["/ledger/**"]}
       workload: {spiffe_ids_any: ["spiffe://example.org/ns/billing/sa/invoice-worker"]}
+    - id: certificate-bound-reads
+      effect: allow
+      match: {methods: [GET], paths: ["/bound/**"]}
+      subject: {groups_any: [finance]}
     - id: managed-kiosks
       effect: allow
       anonymous: true
@@ -472,3 +480,43 @@ def wait_for_line(log: Path, decision_id: str, timeout: float = 5.0) -> dict[str
                     return line
         assert time.monotonic() < deadline, f"no decision line for {decision_id}"
         time.sleep(0.05)
+
+
+# --- certificate-bound tokens (RFC 8705 §3) ---------------------------------------------------
+
+
+def x5t_s256(pair: CertPair) -> str:
+    """base64url(SHA-256(DER)) of a client certificate: what a token's cnf["x5t#S256"] holds."""
+    certificate = x509.load_pem_x509_certificate(pair.certificate.read_bytes())
+    digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_certificate_bound_token_is_allowed_with_its_certificate(
+    ev: Evidence, transport: str
+) -> None:
+    token = ev.token(cnf={"x5t#S256": x5t_s256(ev.certs["workload"])})
+    seen = upstream_saw(ev.send(transport, "/bound/x", bearer(token), cert="workload"))
+    assert seen["x-auth-subject"] == "alice"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_certificate_bound_token_with_another_certificate_is_refused(
+    ev: Evidence, transport: str
+) -> None:
+    token = ev.token(cnf={"x5t#S256": x5t_s256(ev.certs["workload"])})
+    reply = ev.send(transport, "/bound/x", bearer(token), cert="other")
+    assert reason(reply) == (401, "token_certificate_mismatch")
+    assert reply.headers["www-authenticate"].startswith(
+        'Bearer realm="ztauthz", error="invalid_token"'
+    )
+
+
+def test_a_certificate_bound_token_without_a_certificate_is_refused(ev: Evidence) -> None:
+    token = ev.token(cnf={"x5t#S256": x5t_s256(ev.certs["workload"])})
+    assert reason(ev.send("http", "/bound/x", bearer(token))) == (401, "token_certificate_mismatch")
+    # A client's own XFCC naming the right certificate: Envoy drops it on the plain listener.
+    digest = base64.urlsafe_b64decode(x5t_s256(ev.certs["workload"]) + "=").hex()
+    forged = {**bearer(token), "x-forwarded-client-cert": f"Hash={digest}"}
+    assert reason(ev.send("http", "/bound/x", forged)) == (401, "token_certificate_mismatch")

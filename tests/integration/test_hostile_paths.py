@@ -26,7 +26,7 @@ import pytest
 from app.dev.stack import Reply, http_request
 from app.policy.normalize import normalize_path
 from tests.fuzz.readings import distinct_readings
-from tests.integration.conftest import Edge
+from tests.integration.edge_support import Edge
 
 pytestmark = pytest.mark.integration
 

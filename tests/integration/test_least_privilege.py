@@ -1,6 +1,6 @@
 """Least privilege in depth, through real Envoy: step-up, grants, CEL, hot reload.
 
-One stack for this module runs the README's example policies (docs/examples/least-privilege,
+One stack for this module runs the example policies of docs/policies.md (docs/examples/least-privilege,
 copied to a temporary directory so tests can change it) plus grants and a probe policy written
 here relative to the wall clock, with a 200 ms reload interval.
 """
@@ -83,7 +83,7 @@ def lp_stack(
     config["reload"] = {"interval": "200ms"}
     config["grants"] = {"max_duration": "8h"}
     # CEL sees only the headers Envoy sends to ztauthz: the example's x-client-tier must be
-    # allow-listed (ext_authz allowed_headers), as the README says.
+    # allow-listed (ext_authz allowed_headers), as docs/policies.md says.
     shipped = SHIPPED_ENVOY_CONFIG.read_text(encoding="utf-8")
     anchor = "                          - exact: authorization\n"
     assert anchor in shipped

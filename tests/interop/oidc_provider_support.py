@@ -35,7 +35,11 @@ RESOURCES = {
     "ES256": "https://invoices-es256.interop.test/",
 }
 UNRELATED_RESOURCE = "https://unrelated.interop.test/"  # RS256, same scopes, another audience
+OPAQUE_RESOURCE = "https://invoices-opaque.interop.test/"  # opaque tokens, same scopes
 CLIENT_IDS = ("interop-client-a", "interop-client-b")
+# ztauthz's own clients at the provider, allowed to introspect every token (RFC 7662).
+INTROSPECTOR_BASIC = "ztauthz-introspector-basic"  # client_secret_basic
+INTROSPECTOR_JWT = "ztauthz-introspector-jwt"  # private_key_jwt
 TOKEN_TTL = 300
 
 
@@ -51,9 +55,12 @@ class OidcProvider:
     token_endpoint: str
     version: str
     client_secret: str = field(repr=False)
+    introspection_endpoint: str | None = None
+    revocation_endpoint: str | None = None
 
     resources: ClassVar[Mapping[str, str]] = MappingProxyType(RESOURCES)
     unrelated_resource: ClassVar[str] = UNRELATED_RESOURCE
+    opaque_resource: ClassVar[str] = OPAQUE_RESOURCE
     client_ids: ClassVar[tuple[str, ...]] = CLIENT_IDS
     token_ttl: ClassVar[int] = TOKEN_TTL
 
@@ -77,6 +84,16 @@ class OidcProvider:
         if body.get("token_type") != "Bearer" or not isinstance(token, str):
             raise AssertionError(f"unexpected token response: {sorted(body)}")
         return token
+
+    def revoke(self, token: str, client_id: str = CLIENT_IDS[0]) -> httpx.Response:
+        """RFC 7009 §2.1: the client that holds ``token`` revokes it at the provider."""
+        assert self.revocation_endpoint is not None, "revocation is not enabled"
+        return httpx.post(
+            self.revocation_endpoint,
+            data={"token": token, "token_type_hint": "access_token"},
+            auth=(client_id, self.client_secret),
+            timeout=10.0,
+        )
 
 
 def installed_version() -> str:
@@ -117,13 +134,39 @@ def _wait_ready(process: ManagedProcess) -> str:
 @contextmanager
 def run_oidc_provider(node: str, log_path: Path) -> Iterator[OidcProvider]:
     """Start provider.mjs on an ephemeral loopback port; always stop it afterwards."""
+    provider, process = start_oidc_provider(node, log_path)
+    try:
+        yield provider
+    finally:
+        process.stop()
+
+
+def start_oidc_provider(
+    node: str,
+    log_path: Path,
+    *,
+    port: int = 0,
+    secret: str | None = None,
+    introspector_secret: str | None = None,
+    introspector_jwks: str | None = None,
+) -> tuple[OidcProvider, ManagedProcess]:
+    """Start provider.mjs (on ``port``, 0 for an ephemeral one) and wait until it serves.
+
+    ``introspector_secret`` and ``introspector_jwks`` (a public JWKS as JSON) register
+    ztauthz's introspection clients. The caller stops the returned process (it may start
+    another on the same port: the same issuer, fresh keys and no tokens).
+    """
     version = installed_version()
-    secret = secrets.token_urlsafe(32)
+    env = {**os.environ, "INTEROP_CLIENT_SECRET": secret or secrets.token_urlsafe(32)}
+    if introspector_secret is not None:
+        env["INTEROP_INTROSPECTOR_SECRET"] = introspector_secret
+    if introspector_jwks is not None:
+        env["INTEROP_INTROSPECTOR_JWKS"] = introspector_jwks
     process = ManagedProcess(
         "oidc-provider",
-        [node, str(HERE / "provider.mjs"), "0"],
+        [node, str(HERE / "provider.mjs"), str(port)],
         log_path=log_path,
-        env={**os.environ, "INTEROP_CLIENT_SECRET": secret},
+        env=env,
         cwd=HERE,
     )
     process.start()
@@ -131,11 +174,16 @@ def run_oidc_provider(node: str, log_path: Path) -> Iterator[OidcProvider]:
         issuer = _wait_ready(process)
         discovery = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10.0)
         discovery.raise_for_status()
-        yield OidcProvider(
-            issuer=issuer,
-            token_endpoint=str(discovery.json()["token_endpoint"]),
-            version=version,
-            client_secret=secret,
-        )
-    finally:
+        metadata = discovery.json()
+    except BaseException:
         process.stop()
+        raise
+    provider = OidcProvider(
+        issuer=issuer,
+        token_endpoint=str(metadata["token_endpoint"]),
+        version=version,
+        client_secret=env["INTEROP_CLIENT_SECRET"],
+        introspection_endpoint=metadata.get("introspection_endpoint"),
+        revocation_endpoint=metadata.get("revocation_endpoint"),
+    )
+    return provider, process

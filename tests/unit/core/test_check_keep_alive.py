@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from app.durations import parse_duration
-from app.main import CHECK_KEEP_ALIVE_SECONDS
+from app.transport.http import CHECK_KEEP_ALIVE_SECONDS
 
 BOOTSTRAPS = sorted((Path(__file__).parents[3] / "deploy" / "envoy").glob("*.yaml"))
 ENVOY_DEFAULT_IDLE_TIMEOUT = 3600.0  # common_http_protocol_options.idle_timeout, unset

@@ -231,3 +231,26 @@ def test_explain_input_errors_exit_2(args: list[str], message: str) -> None:
     result = ztauthz("explain", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_explain_shows_a_sender_constraint(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "p.yaml").write_text(
+        "apiVersion: ztauthz/v1\nkind: Policy\nmetadata: {name: payments}\nspec:\n  rules:\n"
+        "    - id: pay\n      effect: allow\n      match: {methods: [POST], paths: [/pay]}\n"
+        "      sender_constrained: dpop\n"
+    )
+    bearer, bound = tmp_path / "bearer.json", tmp_path / "bound.json"
+    bearer.write_text(json.dumps({"sub": "alice"}))
+    bound.write_text(json.dumps({"sub": "alice", "cnf": {"jkt": "thumbprint"}}))
+    args = ["explain", "--policies", str(policies), "--method", "POST", "--path", "/pay"]
+    refused = ztauthz(*args, "--claims", str(bearer))
+    assert refused.returncode == 1
+    assert refused.stdout.splitlines()[0] == (
+        "decision: deny (401 sender_constraint_required) by rule pay (policy payments)"
+    )
+    assert "NO  sender_constrained: token bound by nothing; rule accepts [dpop]" in refused.stdout
+    allowed = ztauthz(*args, "--claims", str(bound))
+    assert allowed.returncode == 0, allowed.stdout
+    assert "ok  sender_constrained: token bound by [dpop]; rule accepts [dpop]" in allowed.stdout

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from app.fileprint import fingerprint
 from app.policy.decide import policy_decision
 from app.policy.evaluate import PolicyInput
-from app.reload import PolicyReloader, fingerprint, reloading
+from app.reload import PolicyReloader, reloading
 from app.settings import Settings
 from app.state import Runtime
 
@@ -97,7 +98,7 @@ async def make_runtime() -> AsyncIterator[Callable[[Settings], Runtime]]:
         await runtime.__aexit__(None, None, None)
 
 
-def decide(runtime: Runtime) -> tuple[str, bool, str | None]:
+def current_decision(runtime: Runtime) -> tuple[str, bool, str | None]:
     state = runtime.state
     decision = policy_decision(
         state.policies, state.candidate, PolicyInput("GET", "h", "/probe"), None, T0, "d"
@@ -118,7 +119,7 @@ async def test_a_change_is_swapped_in_and_reported(
     assert reloader.tick() is True
     assert runtime.state is not before
     assert runtime.state.policies.version != before.policies.version
-    assert decide(runtime)[1:] == (False, "probe-closed")
+    assert current_decision(runtime)[1:] == (False, "probe-closed")
     assert events.seen == [
         (
             "policies_reloaded",
@@ -146,7 +147,7 @@ async def test_a_broken_change_keeps_the_last_good_policies(
     write(live, BROKEN)
     assert reloader.tick() is False
     assert runtime.state is good
-    assert decide(runtime)[1:] == (True, "probe-open")
+    assert current_decision(runtime)[1:] == (True, "probe-open")
     assert events.names() == ["policies_rejected"]
     fields = events.seen[0][1]
     assert fields["directory"] == "policies"
@@ -161,7 +162,7 @@ async def test_a_broken_change_keeps_the_last_good_policies(
     write(live, CLOSED)
     assert reloader.tick() is True
     assert runtime.reload_status["last_error"] is None
-    assert decide(runtime)[1:] == (False, "probe-closed")
+    assert current_decision(runtime)[1:] == (False, "probe-closed")
 
 
 async def test_touching_a_file_without_changing_it_swaps_nothing(
@@ -187,7 +188,7 @@ async def test_live_and_candidate_are_judged_separately(
     write(candidate, BROKEN)
     write(live, CLOSED)
     assert reloader.tick() is True
-    assert decide(runtime)[1:] == (False, "probe-closed")
+    assert current_decision(runtime)[1:] == (False, "probe-closed")
     assert runtime.state.candidate is not None
     assert [r.id for r in runtime.state.candidate.rules] == ["probe-open"]  # the last good one
     assert events.names() == ["policies_rejected", "policies_reloaded"]
@@ -247,7 +248,7 @@ async def test_every_decision_sees_one_whole_policy_set_during_reloads(
 
     def hammer() -> None:
         while not stop.is_set():
-            seen.append(decide(runtime))
+            seen.append(current_decision(runtime))
 
     worker = threading.Thread(target=hammer)
     worker.start()
@@ -285,7 +286,7 @@ async def test_sighup_reloads_even_when_not_watching(
         assert runtime.state.policies.version == before
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_for(lambda: runtime.state.policies.version != before)
-    assert decide(runtime)[1:] == (False, "probe-closed")
+    assert current_decision(runtime)[1:] == (False, "probe-closed")
     assert runtime.reload_status["watch"] is False
 
 
@@ -296,8 +297,8 @@ async def test_watching_picks_up_a_change_without_a_signal(
     runtime = make_runtime(settings_for(live, interval="100ms"))
     with reloading(runtime, emit=Events()):
         write(live, CLOSED)
-        await wait_for(lambda: decide(runtime)[1:] == (False, "probe-closed"))
-        assert decide(runtime)[0] == runtime.state.policies.version
+        await wait_for(lambda: current_decision(runtime)[1:] == (False, "probe-closed"))
+        assert current_decision(runtime)[0] == runtime.state.policies.version
 
 
 async def test_after_swap_runs_once_per_swap_and_never_otherwise(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from app.identity.errors import TokenError
-from app.identity.extract import extract_token
+from app.identity.extract import Credential, extract_credential
 from app.reasons import Reason
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln-_"
@@ -31,7 +31,19 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln-_"
     ],
 )
 def test_extracts_token(headers: dict[str, str], cookie_name: str | None, expected: str) -> None:
-    assert extract_token(headers, cookie_name) == expected
+    found = extract_credential(headers, cookie_name)
+    assert (None if found is None else found.token) == expected
+    if found is not None:
+        assert found.scheme == ("bearer" if "authorization" in headers else "cookie")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"DPoP {JWT}", f"dpop {JWT}", f"DPOP   {JWT}", f" DPoP {JWT}\t"],
+)
+def test_a_dpop_credential_names_its_scheme(value: str) -> None:
+    # RFC 9449 §7.1: "DPoP" 1*SP token68; the scheme is case-insensitive (RFC 9110 §11.1).
+    assert extract_credential({"authorization": value}, None) == Credential("dpop", JWT)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +60,10 @@ def test_extracts_token(headers: dict[str, str], cookie_name: str | None, expect
         ({"authorization": "Bearer a\u00e9b"}, None),  # non-ASCII
         ({"authorization": "Bearer a;b"}, None),
         ({"authorization": f"Bearer{JWT}"}, None),
+        ({"authorization": f"DPoP {JWT}, DPoP {JWT}"}, None),  # merged duplicate headers
+        ({"authorization": f"DPoP {JWT} {JWT}"}, None),
+        ({"authorization": f"DPoP{JWT}"}, None),
+        ({"authorization": "DPoP "}, None),
         # a present Authorization header is never skipped in favour of the cookie
         ({"authorization": "Basic dXNlcjpwYXNz", "cookie": f"session={JWT}"}, "session"),
         ({"cookie": f"session={JWT}; session={JWT}"}, "session"),  # cookie tossing
@@ -57,11 +73,11 @@ def test_extracts_token(headers: dict[str, str], cookie_name: str | None, expect
 )
 def test_refuses_malformed_credentials(headers: dict[str, str], cookie_name: str | None) -> None:
     with pytest.raises(TokenError) as caught:
-        extract_token(headers, cookie_name)
+        extract_credential(headers, cookie_name)
     assert caught.value.reason is Reason.TOKEN_MALFORMED
 
 
 def test_error_message_never_contains_the_credential() -> None:
     with pytest.raises(TokenError) as caught:
-        extract_token({"authorization": "Basic c2VjcmV0LXBhc3N3b3Jk"}, None)
+        extract_credential({"authorization": "Basic c2VjcmV0LXBhc3N3b3Jk"}, None)
     assert "c2VjcmV0" not in str(caught.value)

@@ -90,7 +90,7 @@ def test_cel_errors_name_file_and_line(tmp_path: Path) -> None:
         "mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', "
         "'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
         f"{path}:{name_line}: spec.rules[2].when: unknown variable(s) tenant; available: "
-        "device, location, request, subject, time, workload",
+        "device, location, request, signals, subject, time, workload",
     ]
 
 

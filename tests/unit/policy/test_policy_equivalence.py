@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
+from app.decision import StepUp
 from app.evidence.model import Device, Evidence, Location, Workload
 from app.identity.principal import Principal
 from app.policy.cel_engine import cel_compile
 from app.policy.evaluate import PolicyInput, Verdict, evaluate, evaluate_index, with_evidence
 from app.policy.index import CompiledPolicies, split_path
 from app.policy.loader import load_policy_dir
-from app.policy.model import Grant, Rule, StepUp, Subject
+from app.policy.model import Grant, Rule, Subject
 from app.reasons import Reason
 
 POLICY_HOSTS = ["a.example.com", "b.example.com", "*.example.com", "*.x.example.com"]

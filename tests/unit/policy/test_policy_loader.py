@@ -212,8 +212,8 @@ def test_document_must_be_a_mapping(tmp_path: Path) -> None:
         (
             one_rule("id: r\neffect: allow\nefect: allow"),
             "9: spec.rules[0].efect: unknown key; "
-            "expected one of: id, effect, anonymous, match, subject, when, time_window, grant, auth, "
-            "device, location, workload",
+            "expected one of: id, effect, anonymous, match, subject, when, time_window, grant, "
+            "sender_constrained, auth, device, location, workload, high_risk",
         ),
         (
             one_rule("id: r\neffect: permit"),

@@ -29,9 +29,10 @@ import pytest
 import yaml
 
 from app.decision import Decision
+from app.decision_id import new_decision_id
 from app.identity.token_cache import TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
-from app.pipeline import authorize, new_decision_id
+from app.pipeline import authorize
 from app.policy.evaluate import PolicyInput
 from app.policy.loader import load_policy_dir
 from app.policy.memo import DecisionMemo, eligible
@@ -141,7 +142,7 @@ async def world(idp: IdpServer, tmp_path: Path) -> AsyncIterator[World]:
             await keys.aclose()
 
 
-async def decide(
+async def decide_once(
     state: RuntimeState, token: str | None, method: str, host: str, path: str, now: float
 ) -> Decision:
     headers = {} if token is None else {"authorization": f"Bearer {token}"}
@@ -347,8 +348,8 @@ async def compare_memo_with_fresh_states(
         token = rng.choice(tokens)
         method, host, path = rng.choice(lines)
         now = DAY_START + rng.randint(0, DAY - 1)
-        remembered = await decide(state, token, method, host, path, now)
-        fresh = await decide(dataclasses.replace(state), token, method, host, path, now)
+        remembered = await decide_once(state, token, method, host, path, now)
+        fresh = await decide_once(dataclasses.replace(state), token, method, host, path, now)
         assert remembered.principal is fresh.principal  # the token cache's one object
         reasons.add(fresh.reason)
         if outcome(remembered) != outcome(fresh):
@@ -411,9 +412,9 @@ async def test_an_expired_group_grant_stops_allowing(world: World) -> None:
         grant("admins-for-an-hour", DAY_START + 9 * 3600, 1, subject="sam", groups=["admins"]),
     )
     state, token = world.state(root), world.token()
-    during = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 9.5 * 3600)
+    during = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START + 9.5 * 3600)
     assert (during.allow, during.grants) == (True, ("admins-for-an-hour",))
-    after = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 11 * 3600)
+    after = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START + 11 * 3600)
     assert (after.allow, after.reason) == (False, Reason.NO_MATCHING_RULE)
 
 
@@ -429,10 +430,10 @@ async def test_only_principals_a_grant_could_widen_are_kept_out_of_the_memo(
     state = world.state(root)
     sam, ann = world.token(), world.token(sub="ann", groups=["admins"])
     for _ in range(2):
-        await decide(state, sam, "GET", "a.example.com", "/a/1", DAY_START + 9.5 * 3600)
+        await decide_once(state, sam, "GET", "a.example.com", "/a/1", DAY_START + 9.5 * 3600)
     assert len(state.memo) == 0  # sam's groups depend on the clock
     for _ in range(2):
-        ann_decision = await decide(state, ann, "GET", "a.example.com", "/a/1", DAY_START)
+        ann_decision = await decide_once(state, ann, "GET", "a.example.com", "/a/1", DAY_START)
     assert ann_decision.allow and len(state.memo) == 1  # no grant names ann: remembered
 
 
@@ -456,10 +457,10 @@ async def test_a_request_matched_by_a_non_plain_rule_is_never_remembered(
     state, token = world.state(root), world.token(groups=["g1"], amr=["mfa"])
     for hour in (1, 1, 13, 13):
         for path in ("/a/x", "/a/y"):
-            await decide(state, token, "GET", "a.example.com", path, DAY_START + hour * 3600)
+            await decide_once(state, token, "GET", "a.example.com", path, DAY_START + hour * 3600)
     assert len(state.memo) == 0
     # The same state remembers requests only plain rules match.
-    decided = await decide(state, token, "GET", "a.example.com", "/b", DAY_START)
+    decided = await decide_once(state, token, "GET", "a.example.com", "/b", DAY_START)
     assert decided.reason is Reason.NO_MATCHING_RULE
     assert len(state.memo) == 1
 
@@ -473,20 +474,20 @@ async def test_dry_run_and_candidate_policies_are_never_remembered(world: World)
     token = world.token()
     for state in (world.state(shadowed), world.state(live, candidate)):
         for _ in range(3):
-            decision = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START)
+            decision = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START)
             assert decision.allow
             assert decision.dry_run is not None or decision.candidate is not None
         assert len(state.memo) == 0
     plain = world.state(live)
-    await decide(plain, token, "GET", "a.example.com", "/a/1", DAY_START)
+    await decide_once(plain, token, "GET", "a.example.com", "/a/1", DAY_START)
     assert len(plain.memo) == 1
 
 
 async def test_a_plain_decision_is_remembered_per_principal_object(world: World) -> None:
     root = world.write("plain", policy("p", [READ]))
     state, token = world.state(root), world.token()
-    first = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START)
-    again = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 60)
+    first = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START)
+    again = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START + 60)
     assert len(state.memo) == 1  # the second decision came from the memo
     assert again.principal is first.principal
     assert outcome(again) == outcome(first)
@@ -496,14 +497,14 @@ async def test_a_plain_decision_is_remembered_per_principal_object(world: World)
     cache = world.verifier.cache
     assert cache is not None
     cache.clear()
-    third = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 120)
+    third = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START + 120)
     assert third.principal == first.principal
     assert third.principal is not first.principal
     assert len(state.memo) == 2
     # Other request lines are their own entries.
-    await decide(state, token, "GET", "b.example.com", "/a/1", DAY_START)
-    await decide(state, token, "POST", "a.example.com", "/a/1", DAY_START)
-    await decide(state, token, "GET", "a.example.com", "/a/2", DAY_START)
+    await decide_once(state, token, "GET", "b.example.com", "/a/1", DAY_START)
+    await decide_once(state, token, "POST", "a.example.com", "/a/1", DAY_START)
+    await decide_once(state, token, "GET", "a.example.com", "/a/2", DAY_START)
     assert len(state.memo) == 5
 
 
@@ -511,13 +512,13 @@ async def test_the_memo_answers_only_for_the_policies_it_was_filled_with(world: 
     old = world.write("old", policy("p", [READ]))
     new = world.write("new", policy("p", [{**READ, "id": "no-reads", "effect": "deny"}]))
     state, token = world.state(old), world.token()
-    before = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START)
+    before = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START)
     assert before.allow and len(state.memo) == 1
     # A reload, as Runtime.replace_policies makes it: a new state with a new, empty memo.
     reloaded = dataclasses.replace(state, policies=load_policy_dir(new))
     assert reloaded.memo is not state.memo
     assert len(reloaded.memo) == 0
-    after = await decide(reloaded, token, "GET", "a.example.com", "/a/1", DAY_START)
+    after = await decide_once(reloaded, token, "GET", "a.example.com", "/a/1", DAY_START)
     assert after.principal is before.principal
     assert (after.allow, after.reason, after.rule_id) == (False, Reason.DENIED_BY_RULE, "no-reads")
     assert after.policy_version != before.policy_version
@@ -532,14 +533,14 @@ async def test_the_memo_never_outlives_the_token(world: World) -> None:
     root = world.write("expiry", policy("p", [READ]))
     state = world.state(root)
     token = world.token(ttl=600)
-    allowed = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START + 500)
+    allowed = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START + 500)
     assert allowed.allow and len(state.memo) == 1
     late = DAY_START + 600 + LEEWAY + 1
-    refused = await decide(state, token, "GET", "a.example.com", "/a/1", late)
+    refused = await decide_once(state, token, "GET", "a.example.com", "/a/1", late)
     assert (refused.allow, refused.reason) == (False, Reason.TOKEN_EXPIRED)
     assert len(state.memo) == 1  # it still knows the decision; the token cache decided
     # Not yet valid again before its iat either (the cached verification rechecks the clock).
-    early = await decide(state, token, "GET", "a.example.com", "/a/1", DAY_START - 600)
+    early = await decide_once(state, token, "GET", "a.example.com", "/a/1", DAY_START - 600)
     assert early.reason is Reason.TOKEN_NOT_YET_VALID
 
 
@@ -547,11 +548,11 @@ async def test_the_memo_is_bounded(world: World) -> None:
     root = world.write("bounded", policy("p", [READ]))
     state, token = world.state(root), world.token()
     for number in range(DecisionMemo.MAX_ENTRIES):
-        await decide(state, token, "GET", "a.example.com", f"/a/{number}", DAY_START)
+        await decide_once(state, token, "GET", "a.example.com", f"/a/{number}", DAY_START)
     assert len(state.memo) == DecisionMemo.MAX_ENTRIES
-    await decide(state, token, "GET", "a.example.com", "/a/0", DAY_START)  # a hit
+    await decide_once(state, token, "GET", "a.example.com", "/a/0", DAY_START)  # a hit
     assert len(state.memo) == DecisionMemo.MAX_ENTRIES
-    extra = await decide(state, token, "GET", "a.example.com", "/a/extra", DAY_START)
+    extra = await decide_once(state, token, "GET", "a.example.com", "/a/extra", DAY_START)
     assert extra.allow
     assert len(state.memo) == 1  # full: it started again, with the newest decision
     first = PolicyInput("GET", "a.example.com", "/a/0")

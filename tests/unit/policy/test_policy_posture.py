@@ -20,8 +20,8 @@ from app.policy.posture import (
     EvidenceMiss,
     device_miss,
     location_miss,
-    policy_version,
-    reported_version,
+    reported_os_version,
+    required_os_version,
     version_at_least,
     workload_miss,
 )
@@ -52,20 +52,20 @@ SPIFFE = "spiffe://prod.example/ns/payments/sa/api"
     ],
 )
 def test_versions_compare_as_versions(version: str, minimum: str, ok: bool) -> None:
-    reported = reported_version(version)
+    reported = reported_os_version(version)
     assert reported is not None
-    assert version_at_least(reported, policy_version(minimum)) is ok
+    assert version_at_least(reported, required_os_version(minimum)) is ok
 
 
 @pytest.mark.parametrize("text", ["", "14.x", "14.", ".4", "14..4", "1.2.3.4.5.6.7", " 14", "-1"])
 def test_invalid_policy_versions(text: str) -> None:
     with pytest.raises(ValueError, match="is not a version"):
-        policy_version(text)
+        required_os_version(text)
 
 
 @pytest.mark.parametrize("text", ["", "unknown", "Sonoma", "."])
 def test_unreadable_reported_versions(text: str) -> None:
-    assert reported_version(text) is None
+    assert reported_os_version(text) is None
 
 
 # --- requirements --------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ GOOD = Evidence(
 PAYMENTS = Workload(SPIFFE, "prod.example", "peer")
 
 
-def decide(
+def posture_verdict(
     policies: CompiledPolicies,
     path: str,
     evidence: Evidence,
@@ -518,7 +518,7 @@ def test_evidence_in_evaluation(
     expected: tuple[bool, Reason, str | None],
 ) -> None:
     subject = None if who is None else principal(subject=who, groups=[who])
-    assert decide(policies, path, evidence, subject, method) == expected
+    assert posture_verdict(policies, path, evidence, subject, method) == expected
 
 
 def test_cel_sees_the_same_evidence(compile_policies: Callable[..., CompiledPolicies]) -> None:
@@ -539,8 +539,8 @@ def test_cel_sees_the_same_evidence(compile_policies: Callable[..., CompiledPoli
         """
     )
     evidence = Evidence(device=FULL, location=WHERE, workload=PAYMENTS)
-    assert decide(policies, "/x", evidence, None)[0] is True
-    assert decide(policies, "/x", Evidence(device=FULL, location=WHERE), None)[1] is (
+    assert posture_verdict(policies, "/x", evidence, None)[0] is True
+    assert posture_verdict(policies, "/x", Evidence(device=FULL, location=WHERE), None)[1] is (
         Reason.CONDITION_ERROR
     )
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from app.policy.model import METHODS
+from app.http_facts import METHODS
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_FILE = ROOT / "policies" / "schema.json"

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
+from app.decision import StepUp
 from app.identity.errors import TokenError
-from app.identity.principal import Principal
-from app.identity.verify import read_auth_strength
+from app.identity.principal import Principal, read_auth_strength
 from app.policy.evaluate import PolicyInput, evaluate
 from app.policy.index import CompiledPolicies
 from app.policy.loader import check_policy_dir
-from app.policy.model import StepUp
 from app.reasons import Reason, status_of
 
 CompilePolicies = Callable[..., CompiledPolicies]

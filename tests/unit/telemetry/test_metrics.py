@@ -44,6 +44,8 @@ def test_every_closed_label_combination_starts_at_zero() -> None:
     assert value(metrics, "ztauthz_jwks_refresh_total", issuer=ISSUER, outcome="failure") == 0
     assert value(metrics, "ztauthz_policy_reloads_total", outcome="success") == 0
     assert value(metrics, "ztauthz_decision_log_dropped_total") == 0
+    for reason in ("export_failed", "unsent"):
+        assert value(metrics, "ztauthz_spans_dropped_total", reason=reason) == 0
     token_reasons = {dict(k[1])["reason"] for k in found if k[0] == "ztauthz_token_failures_total"}
     assert token_reasons == {r.value for r in TOKEN_FAILURES}
     assert "token_missing" not in token_reasons and "keys_unavailable" in token_reasons

@@ -1,6 +1,6 @@
-"""The lean HTTP check endpoint: the same answers with tracing on (inside FastAPI's middleware
-stack, under its server span) and off (straight to the endpoint), methods no check uses
-refused with 405, and the request mapped as the FastAPI route mapped it."""
+"""The lean HTTP check endpoint (app/transport/http.py): the same answers with tracing on (its
+``ztauthz.check`` span is the server span) and off, methods no check uses refused with 405, and
+the request mapped by the Envoy HTTP contract (app/transport/http_wire.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from app.check import Checker
 from app.dev.issuer import create_issuer_app
@@ -23,7 +24,8 @@ from app.settings import Settings
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
-from app.transport.http import create_check_app, scope_context
+from app.transport.http import CheckEndpoint
+from app.transport.http_wire import request_context
 from tests.unit.dev.dev_helpers import serving, shared_keys
 
 POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
@@ -55,8 +57,7 @@ async def client(issuer: str, tracing: Tracing | None = None) -> AsyncIterator[h
     )
     telemetry = Telemetry.create(settings, stream=io.StringIO(), tracing=tracing)
     async with Runtime(settings, telemetry=telemetry) as runtime:
-        app = create_check_app(Checker(runtime))
-        telemetry.tracing.instrument(app)
+        app = CheckEndpoint(Checker(runtime))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ztauthz") as http:
             yield http
@@ -94,9 +95,9 @@ async def test_traced_and_untraced_endpoints_answer_alike(
     assert {k: v for k, v in plain.headers.items() if k not in drop} == {
         k: v for k, v in traced.headers.items() if k not in drop
     }
-    names = [span.name for span in exporter.get_finished_spans()]
-    assert "ztauthz.check" in names
-    assert len(names) > 1  # the FastAPI server span around it
+    spans = exporter.get_finished_spans()
+    (check,) = [span for span in spans if span.name == "ztauthz.check"]
+    assert check.kind is SpanKind.SERVER  # one stack: the check span is the server span
 
 
 async def test_allow_sets_identity_headers_and_names_the_others_for_removal(issuer: str) -> None:
@@ -121,29 +122,17 @@ async def test_methods_no_check_uses_are_refused(issuer: str, method: str) -> No
     assert "GET" in reply.headers["allow"]
 
 
-def scope(headers: list[tuple[bytes, bytes]], path: bytes = b"/check/a", query: bytes = b"") -> Any:
-    return {
-        "type": "http",
-        "method": "get",
-        "path": path.decode(),
-        "raw_path": path,
-        "query_string": query,
-        "headers": headers,
-    }
-
-
-def test_scope_context_maps_the_request_as_the_route_did() -> None:
-    ctx = scope_context(
-        scope(
-            [
-                (b"Host", b"first.example"),
-                (b"host", b"second.example"),
-                (b"X-Thing", b"1"),
-                (b"x-thing", b"2"),
-            ],
-            b"/check/a%2Fb",
-            b"x=1",
-        ),
+def test_request_context_maps_the_check_request() -> None:
+    ctx = request_context(
+        "get",
+        b"/check/a%2Fb",
+        b"x=1",
+        [
+            (b"Host", b"first.example"),
+            (b"host", b"second.example"),
+            (b"X-Thing", b"1"),
+            (b"x-thing", b"2"),
+        ],
         "/check",
     )
     assert ctx.method == "GET"
@@ -153,3 +142,15 @@ def test_scope_context_maps_the_request_as_the_route_did() -> None:
     assert ctx.transport == "http"
     with pytest.raises(TypeError):
         ctx.headers["host"] = "evil"  # type: ignore[index]
+
+
+def test_repeated_credentials_are_joined_so_that_two_are_refused_not_one_picked() -> None:
+    ctx = request_context(
+        "GET",
+        b"/check/x",
+        b"",
+        [(b"DPoP", b"proof-1"), (b"dpop", b"proof-2"), (b"Authorization", b"DPoP t")],
+        "/check",
+    )
+    assert ctx.headers["dpop"] == "proof-1,proof-2"
+    assert ctx.headers["authorization"] == "DPoP t"

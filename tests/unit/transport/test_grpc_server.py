@@ -34,7 +34,7 @@ from app.state import Runtime
 from app.telemetry.fields import CLIENT_ADDRESS_HEADER
 from app.telemetry.hub import Telemetry
 from app.transport.grpc import AUTHORIZATION_SERVICE, GrpcServer
-from app.transport.http import create_check_app
+from app.transport.http import CheckEndpoint
 from app.transport.render import HEADERS_TO_REMOVE, IDENTITY_HEADERS
 from tests.unit.dev.dev_helpers import serving, shared_keys
 
@@ -281,7 +281,7 @@ async def test_http_and_grpc_give_the_same_answer(
         headers = dict(extra)
         if who is not None:
             headers["authorization"] = f"Bearer {tokens[who]}"
-        app = create_check_app(svc.checker)
+        app = CheckEndpoint(svc.checker)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://ztauthz"
         ) as client:

@@ -13,14 +13,13 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
-from app.decision import Decision
+from app.decision import Decision, StepUp
 from app.identity.principal import Principal
-from app.policy.model import StepUp
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Response
 from app.transport.grpc_wire import EMPTY_CONTEXT, rpc_code, to_check_response, to_context
-from app.transport.http import response_headers
+from app.transport.http_wire import response_headers
 from app.transport.render import HEADERS_TO_REMOVE, IDENTITY_HEADERS, render
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

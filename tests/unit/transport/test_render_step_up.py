@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from app.decision import Decision
-from app.policy.model import StepUp
+from app.decision import Decision, StepUp
 from app.reasons import Reason, describe
 from app.settings import Response
 from app.transport.render import render

@@ -6,7 +6,7 @@ import os
 import uuid
 import warnings
 
-from app.pipeline import new_decision_id
+from app.decision_id import new_decision_id
 
 
 def test_decision_ids_are_distinct_uuid4s() -> None:

@@ -1,4 +1,4 @@
-"""README examples are the files the tests run: each YAML block that starts with a
+"""Policy examples in the docs are the files the tests run: each YAML block that starts with a
 ``# docs/examples/...`` line must be a verbatim excerpt of that file.
 
 The files themselves are run by ``ztauthz policy test`` (test_cli_policy.py) and served behind
@@ -8,26 +8,28 @@ real Envoy (tests/integration/test_least_privilege.py).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-README = ROOT / "README.md"
+from tests.unit.docs.docs_support import ROOT, documents, relative
+
 BLOCK = re.compile(r"```yaml\n# (docs/examples/\S+)\n(.*?)```", re.DOTALL)
 
 
 def examples() -> list[tuple[str, str, str]]:
-    text = README.read_text(encoding="utf-8")
-    return [(README.name, m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
-
-
-def test_the_readme_shows_the_examples() -> None:
-    shown = {file for _, file, _ in examples()}
-    assert len(shown) >= 4, shown
+    return [
+        (relative(doc), m.group(1), m.group(2))
+        for doc in documents()
+        for m in BLOCK.finditer(doc.read_text(encoding="utf-8"))
+    ]
 
 
 EXAMPLES = examples()
+
+
+def test_the_policy_docs_show_the_examples() -> None:
+    shown = {file for source, file, _ in EXAMPLES if source == "docs/policies.md"}
+    assert len(shown) >= 4, shown
 
 
 @pytest.mark.parametrize(
