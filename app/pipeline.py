@@ -69,7 +69,8 @@ async def authorize(
             try:
                 credential = extract_credential(ctx.headers, state.settings.token.cookie)
                 if credential is not None:
-                    verified = await state.verifier.verify(credential.token, now)
+                    token = credential.token
+                    verified = await state.verifier.verify(token, now)
                     # A token bound to a key or certificate (cnf) only from its holder.
                     await state.binding.enforce(ctx, credential, verified.claims, now)
                     principal = verified

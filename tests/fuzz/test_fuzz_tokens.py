@@ -21,7 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.identity.errors import TokenError
-from app.identity.extract import extract_token
+from app.identity.extract import extract_credential
 from app.identity.jws import MAX_DEPTH, _loads, parse_compact
 from app.identity.principal import Principal
 from app.identity.verify import TokenVerifier
@@ -239,7 +239,8 @@ def test_json_not_in_plain_utf8_is_malformed(encoding: str) -> None:
 header_text = st.lists(
     st.sampled_from(
         [
-            *("Bearer ", "bearer", "BEARER", " ", "\t", "=", ";", ",", '"', "a", "Z", "0", "."),
+            *("Bearer ", "bearer", "BEARER", "DPoP ", " ", "\t", "=", ";", ",", '"', "a", "Z", "0"),
+            ".",
             *("-", "_", "~", "+", "/", "\u00e9", "\x00", "\r", "\n", "\u00a0", "token", "session"),
         ]
     ),
@@ -256,21 +257,22 @@ header_text = st.lists(
 @example(None, "token=a; token=b", "token")
 @example(None, 'token="abc"', "token")
 @example("Basic abc", "token=abc", "token")
-def test_extract_token_finds_a_b64token_or_refuses(
+def test_extract_credential_finds_a_b64token_or_refuses(
     authorization: str | None, cookie: str | None, cookie_name: str | None
 ) -> None:
     headers = {
         k: v for k, v in (("authorization", authorization), ("cookie", cookie)) if v is not None
     }
     try:
-        token = extract_token(headers, cookie_name)
+        credential = extract_credential(headers, cookie_name)
     except TokenError as exc:
         assert exc.reason is Reason.TOKEN_MALFORMED
         assert authorization is not None or (cookie is not None and cookie_name is not None)
         return
-    if token is None:
+    if credential is None:
         assert authorization is None
         return
-    assert _B64TOKEN.fullmatch(token)
+    assert _B64TOKEN.fullmatch(credential.token)
     source = authorization if authorization is not None else cookie
-    assert source is not None and token in source
+    assert source is not None and credential.token in source
+    assert (credential.scheme == "cookie") == (authorization is None)
