@@ -243,8 +243,9 @@ class Runtime:
         )
 
     def _forget(self, record: Record) -> None:
-        """Drop what caches could hold an allow for ``record``'s subject or session (the next
-        check asks the view first anyway; nothing stale is kept past an event)."""
+        """Drop what caches could hold an allow for ``record``'s subject or session: verified
+        tokens, introspection answers, remembered decisions (the next check asks the view
+        first anyway; nothing stale is kept past an event)."""
         if record.effect is Effect.DEVICE:
             return  # neither cache holds device evidence
         state = self.state
@@ -254,6 +255,8 @@ class Runtime:
 
         if state.verifier.cache is not None:
             state.verifier.cache.discard(match)
+        for introspector in state.verifier.introspectors.values():
+            introspector.cache.discard(match)
         state.memo.discard(match)
 
     def now(self) -> float:

@@ -90,7 +90,7 @@ class IntrospectionCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def discard_where(self, refused: Callable[[Principal], bool]) -> int:
+    def discard(self, refused: Callable[[Principal], bool]) -> int:
         """Forget every active answer whose Principal ``refused`` picks (a revoked subject or
         session, app/signals); returns how many. Inactive answers stay: they only refuse."""
         doomed = [
