@@ -159,12 +159,12 @@ def test_the_attack_corpus_finds_no_false_allow(edges: list[Edge]) -> None:
     elapsed = time.monotonic() - started
 
     # Every line is written within the decision log's flush interval.
-    wanted = {key: {a.decision_id for a in answers if a.decision_id} for key in stacks}
+    wanted = {answer.decision_id for answer in answers if answer.decision_id}
     deadline = time.monotonic() + 10
     while True:
         lines = {key: decision_lines(stack)[before_lines[key] :] for key, stack in stacks.items()}
         by_id = {str(line["decision_id"]): line for batch in lines.values() for line in batch}
-        if all(ids <= set(by_id) for ids in wanted.values()) or time.monotonic() > deadline:
+        if wanted <= set(by_id) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
 
@@ -172,11 +172,13 @@ def test_the_attack_corpus_finds_no_false_allow(edges: list[Edge]) -> None:
     examples: dict[str, str] = {}
     for answer in answers:
         for problem in problems_of(answer, by_id):
-            key = f"{answer.edge}: {problem} [{answer.attack.name}]"
-            problems[key] += 1
-            examples.setdefault(key, f"{answer.attack} -> {answer.status} {str(answer.body)[:200]}")
+            kind = f"{answer.edge}: {problem} [{answer.attack.name}]"
+            problems[kind] += 1
+            examples.setdefault(
+                kind, f"{answer.attack} -> {answer.status} {str(answer.body)[:200]}"
+            )
     assert not problems, "\n".join(
-        f"{n}x {key}\n   e.g. {examples[key]}" for key, n in problems.most_common(20)
+        f"{n}x {kind}\n   e.g. {examples[kind]}" for kind, n in problems.most_common(20)
     )
 
     for key, stack in stacks.items():
