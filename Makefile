@@ -81,7 +81,7 @@ deploy-check: $(STAMP) ## deployment files: Envoy bootstraps, Kubernetes (kubern
 
 # The fuzz suite's long profile (tests/fuzz/, docs/security-hardening.md): random, thousands of
 # examples per property, no per-test timeout; `make test` runs the short derandomized profile.
-fuzz: $(STAMP) ## the fuzz suite's long profile (random, 4,000 examples a property), ~15 min
+fuzz: $(STAMP) ## the fuzz suite's long profile (random, 4,000 examples a property), ~11 min
 	$(PYTEST) tests/fuzz --hypothesis-profile=long --timeout=0
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
