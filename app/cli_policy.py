@@ -218,7 +218,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             path=normalize_path(args.path),
             headers=MappingProxyType(headers),
         )
-    except (PathRejected, ValueError) as exc:
+    except PathRejected as exc:
+        print(f"decision: deny (400 {exc.reason.value}): {exc}")
+        return EXIT_FAILED
+    except ValueError as exc:  # the host
         print(f"decision: deny (400 path_rejected): {exc}")
         return EXIT_FAILED
     principal: Principal | None = None

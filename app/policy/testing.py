@@ -198,7 +198,9 @@ def decide_case(policies: CompiledPolicies, case: TestCase) -> Outcome:
                 case.evidence.get("workload", {}),
             ),
         )
-    except (PathRejected, ValueError):
+    except PathRejected as exc:
+        return Outcome(False, exc.reason, None)
+    except ValueError:  # the host
         return Outcome(False, Reason.PATH_REJECTED, None)
     principal = None
     if case.claims is not None:
