@@ -209,7 +209,12 @@ def _add_signal(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--sub", help="the user (sub of the tokens to revoke)")
     parser.add_argument("--sid", help="the session (sid claim of the tokens to revoke)")
     parser.add_argument("--device", help="the device (device-compliance-change)")
-    parser.add_argument("--status", choices=("compliant", "not-compliant"), default="not-compliant")
+    parser.add_argument(
+        "--status",
+        choices=("compliant", "not-compliant"),
+        default="not-compliant",
+        help="device-compliance-change: the new status",
+    )
     parser.set_defaults(func=_cmd_signal)
 
 
