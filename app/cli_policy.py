@@ -30,13 +30,10 @@ from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
 from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
 from app.http_facts import AUTHORIZATION
-from app.policy.loader import (
-    DEFAULT_GRANT_MAX_DURATION,
-    LoadOptions,
-    Problem,
-    as_timestamp,
-    compile_policy_dir,
-)
+from app.policy.compile import DEFAULT_GRANT_MAX_DURATION, LoadOptions
+from app.policy.loader import compile_policy_dir
+from app.policy.problem import Problem
+from app.policy.schema import as_timestamp
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
