@@ -36,7 +36,7 @@ POSTURE = frozenset(
         "country",
     }
 )
-STACK_MODULE = "app.dev.stack"
+STACK_MODULE = "app.dev.demo"
 
 
 def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

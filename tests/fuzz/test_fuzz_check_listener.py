@@ -27,7 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Stack, start_stack
+from app.dev.stack import Stack, start_stack
+from app.dev.stack_config import Ports
 from app.dev.tokens import mint
 from app.policy.normalize import PathRejected, normalize_path
 from tests.fuzz.test_fuzz_paths import PIECES

@@ -34,7 +34,8 @@ from app.dev.envoy import (
 )
 from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import Ports, Stack, start_stack
+from app.dev.stack import Stack, start_stack
+from app.dev.stack_config import Ports
 from app.dev.tokens import mint
 from tests.integration.edge_support import Edge
 from tests.integration.redis_support import RedisServer, start_redis

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from app.dev.demo_requests import demo_requests
 from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Stack, demo_requests, start_stack
+from app.dev.stack import Stack, start_stack
+from app.dev.stack_config import Ports
 from app.dev.state import ENV as DEV_DIR_ENV
 from tests.unit.docs.commands import ShellBlock, missing_lines, shell_blocks
 from tests.unit.docs.docs_support import ROOT
