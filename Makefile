@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 LOCK_FLAGS = --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-find-links --no-emit-index-url $(LOCK_ARGS)
 
-.PHONY: help demo test lint typecheck unit integration interop deploy-check venv npm curl redis clean bench \
+.PHONY: help demo test lint typecheck unit integration interop deploy-check fuzz venv npm curl redis clean bench \
 	container-check sbom lock protos
 
 # Coverage floor for `make test` (branch coverage of app/): raised as the suite grows, never
@@ -93,6 +93,11 @@ interop: $(STAMP) npm ## interop with the independent OIDC provider (npm oidc-pr
 
 deploy-check: $(STAMP) ## deployment files: Envoy bootstraps, Kubernetes (kubernetes-validate --strict), Istio, compose
 	$(PYTEST) tests/deploy
+
+# The fuzz suite's long profile (tests/fuzz/, docs/security-hardening.md): random, thousands of
+# examples per property, no per-test timeout; `make test` runs the short derandomized profile.
+fuzz: $(STAMP) ## the fuzz suite's long profile (random, 4,000 examples a property), ~11 min
+	$(PYTEST) tests/fuzz --hypothesis-profile=long --timeout=0
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
 # bench extra, starts everything on loopback, prints the table and writes bench/results/.

@@ -51,7 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _startup_error(str(exc))
 
     from app.main import event_loop_factory, serve
-    from app.policy.loader import PolicyLoadError
+    from app.policy.problem import PolicyLoadError
     from app.telemetry.logging import configure_logging
 
     configure_logging(settings.log_level)  # JSON lines on stderr; decisions go to stdout

@@ -30,13 +30,10 @@ from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
 from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
 from app.http_facts import AUTHORIZATION
-from app.policy.loader import (
-    DEFAULT_GRANT_MAX_DURATION,
-    LoadOptions,
-    Problem,
-    as_timestamp,
-    compile_policy_dir,
-)
+from app.policy.compile import DEFAULT_GRANT_MAX_DURATION, LoadOptions
+from app.policy.loader import compile_policy_dir
+from app.policy.problem import Problem
+from app.policy.schema import as_timestamp
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -218,7 +215,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             path=normalize_path(args.path),
             headers=MappingProxyType(headers),
         )
-    except (PathRejected, ValueError) as exc:
+    except PathRejected as exc:
+        print(f"decision: deny (400 {exc.reason.value}): {exc}")
+        return EXIT_FAILED
+    except ValueError as exc:  # the host
         print(f"decision: deny (400 path_rejected): {exc}")
         return EXIT_FAILED
     principal: Principal | None = None

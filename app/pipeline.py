@@ -61,7 +61,9 @@ async def authorize(
                 path=normalize_path(ctx.path),
                 headers=ctx.headers,
             )
-        except (PathRejected, ValueError):
+        except PathRejected as exc:
+            return Decision(False, exc.reason, decision_id, version)
+        except ValueError:  # the host
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:

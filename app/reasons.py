@@ -90,7 +90,8 @@ class Reason(StrEnum):
     # 403: a high_risk rule needs the issuer to confirm the token now, and it cannot
     INTROSPECTION_REQUIRED = "introspection_required"
     # 400: the request cannot be matched safely
-    PATH_REJECTED = "path_rejected"
+    PATH_REJECTED = "path_rejected"  # invalid: malformed, encoded separators, dot segments
+    PATH_AMBIGUOUS = "path_ambiguous"  # some common upstream would read another path
     # 503: ztauthz cannot decide; it fails closed
     KEYS_UNAVAILABLE = "keys_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"  # the DPoP replay cache cannot answer
@@ -129,6 +130,7 @@ _STATUS: dict[Reason, int] = {
     Reason.WORKLOAD_DENIED: 403,
     Reason.INTROSPECTION_REQUIRED: 403,
     Reason.PATH_REJECTED: 400,
+    Reason.PATH_AMBIGUOUS: 400,
     Reason.KEYS_UNAVAILABLE: 503,
     Reason.STORE_UNAVAILABLE: 503,
     Reason.INTROSPECTION_UNAVAILABLE: 503,
@@ -200,6 +202,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.WORKLOAD_DENIED: "this workload is not allowed",
     Reason.INTROSPECTION_REQUIRED: "this request needs a token its issuer can confirm as active",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
+    Reason.PATH_AMBIGUOUS: "the request path could be read as another path by the upstream",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",
     Reason.INTROSPECTION_UNAVAILABLE: "the token issuer cannot be asked about the token",
     Reason.INTERNAL_ERROR: "the authorization service failed; the request is denied",

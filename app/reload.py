@@ -29,8 +29,9 @@ from typing import Any, Protocol
 
 from app.fileprint import Fingerprint, fingerprint
 from app.policy.index import CompiledPolicies
-from app.policy.loader import Problem, compile_policy_dir
+from app.policy.loader import compile_policy_dir
 from app.policy.model import Grant
+from app.policy.problem import Problem
 from app.state import Runtime, load_options
 
 log = logging.getLogger("ztauthz.policy")

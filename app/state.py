@@ -23,8 +23,9 @@ from app.identity.jwks import KeySource
 from app.identity.principal import Principal
 from app.identity.token_cache import CacheStats, TokenCache
 from app.identity.verify import TokenVerifier, build_key_sources
+from app.policy.compile import LoadOptions
 from app.policy.index import CompiledPolicies
-from app.policy.loader import LoadOptions, load_policy_dir
+from app.policy.loader import load_policy_dir
 from app.policy.memo import DecisionMemo
 from app.settings import Settings
 from app.signals.records import Effect, Record

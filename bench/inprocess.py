@@ -20,7 +20,8 @@ from typing import Any
 from app.check import Checker
 from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import AUDIENCE, LOOPBACK, ztauthz_command
+from app.dev.stack import ztauthz_command
+from app.dev.stack_config import AUDIENCE, LOOPBACK
 from app.dev.tokens import mint
 from app.request import RequestContext, make_context
 from app.settings import Issuer, Settings

@@ -28,7 +28,8 @@ import yaml
 from app.dev.envoy import Transport, envoy_command, transport_env
 from app.dev.keys import DevKeys
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import AUDIENCE, LOOPBACK, Ports, bind_config, ztauthz_command
+from app.dev.stack import ztauthz_command
+from app.dev.stack_config import AUDIENCE, LOOPBACK, Ports, bind_config
 from bench import envoy_configs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from app.dev.keys import DevKeys
-from app.dev.stack import AUDIENCE
+from app.dev.stack_config import AUDIENCE
 from app.dev.tokens import mint
 from bench import policies
 

@@ -36,7 +36,7 @@ POSTURE = frozenset(
         "country",
     }
 )
-STACK_MODULE = "app.dev.stack"
+STACK_MODULE = "app.dev.demo"
 
 
 def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +52,9 @@ def add_dev_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     _add_token(commands)
     _add_device_token(commands)
     _add_upstream(commands)
-    _add_signal(commands)
+    from app.dev.cli_signal import add_signal_command  # argparse only, like this module
+
+    add_signal_command(commands)
     _add_stack(commands)
     from app.dev.cli_dpop import add_dpop_commands  # argparse only, like this module
 
@@ -184,35 +186,6 @@ def _add_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.set_defaults(func=_cmd_upstream)
 
 
-def _add_signal(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "signal",
-        help="act as an SSF transmitter: sign a CAEP event with the dev keys and push it",
-        description="Sign a CAEP Security Event Token with the dev keys (the dev issuer is also "
-        "the dev SSF transmitter) and push it to a ztauthz receiver (RFC 8935). Prints the "
-        "receiver's answer; exits 0 on 202.",
-    )
-    parser.add_argument(
-        "event", choices=("session-revoked", "device-compliance-change"), help="the CAEP event"
-    )
-    parser.add_argument(
-        "--receiver", required=True, help="push URL, e.g. http://127.0.0.1:9200/ssf/dev"
-    )
-    parser.add_argument("--token-file", type=Path, required=True, help="the stream's push token")
-    parser.add_argument(
-        "--keys", type=Path, default=state.keys_dir(), help="keys directory (the dev issuer's)"
-    )
-    parser.add_argument(
-        "--issuer", default=f"http://127.0.0.1:{DEFAULT_ISSUER_PORT}", help="iss (the transmitter)"
-    )
-    parser.add_argument("--aud", required=True, help="aud: the receiver's audience")
-    parser.add_argument("--sub", help="the user (sub of the tokens to revoke)")
-    parser.add_argument("--sid", help="the session (sid claim of the tokens to revoke)")
-    parser.add_argument("--device", help="the device (device-compliance-change)")
-    parser.add_argument("--status", choices=("compliant", "not-compliant"), default="not-compliant")
-    parser.set_defaults(func=_cmd_signal)
-
-
 def _add_stack(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # The stack's own options are parsed by the stack's parser when the command runs, so that
     # building this parser does not import the stack (and through it processes and Envoy).
@@ -248,7 +221,7 @@ def _claim(text: str) -> tuple[str, Any]:
     return name, value
 
 
-def _fail(command: str, exc: Exception) -> int:
+def fail(command: str, exc: Exception) -> int:
     print(f"ztauthz dev {command}: {exc}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -260,7 +233,7 @@ def _cmd_issuer(args: argparse.Namespace) -> int:
     try:
         serve_issuer(args.host, args.port, args.keys, args.issuer_url)
     except (DevKeyError, ValueError, OSError) as exc:
-        return _fail("issuer", exc)
+        return fail("issuer", exc)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
@@ -274,7 +247,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     try:
         extra.update(_binding(args.dpop_key, args.bind_cert))
     except (OSError, ValueError) as exc:
-        return _fail("token", exc)
+        return fail("token", exc)
     extra.update(dict(args.claim))
     extra.update(dict.fromkeys(args.drop_claim, DROP))
     stack = state.running_stack(args.keys.parent)
@@ -294,7 +267,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
             extra_claims=extra,
         )
     except (DevKeyError, ValueError, TypeError) as exc:
-        return _fail("token", exc)
+        return fail("token", exc)
     print(token)
     _say_for_whom("token", issuer, args.keys, new, stack, "issuer")
     return EXIT_OK
@@ -348,7 +321,7 @@ def _cmd_device_token(args: argparse.Namespace) -> int:
     posture: dict[str, Any] = dict(args.posture)
     unknown = sorted(set(posture) - POSTURE)
     if unknown:
-        return _fail("device-token", ValueError(f"unknown posture claim(s) {unknown}"))
+        return fail("device-token", ValueError(f"unknown posture claim(s) {unknown}"))
     stack = state.running_stack(args.keys.parent)
     issuer = (
         args.issuer
@@ -368,7 +341,7 @@ def _cmd_device_token(args: argparse.Namespace) -> int:
             **posture,
         )
     except (DevKeyError, ValueError, TypeError) as exc:
-        return _fail("device-token", exc)
+        return fail("device-token", exc)
     print(token)
     _say_for_whom("device-token", issuer, args.keys, new, stack, "device_issuer")
     return EXIT_OK
@@ -380,43 +353,10 @@ def _cmd_upstream(args: argparse.Namespace) -> int:
     try:
         serve_upstream(args.host, args.port)
     except OSError as exc:
-        return _fail("upstream", exc)
+        return fail("upstream", exc)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
-
-
-def _cmd_signal(args: argparse.Namespace) -> int:
-    from app.dev.keys import DevKeyError, DevKeys
-    from app.dev.transmitter import device_compliance_change, push, session_revoked, subject
-
-    try:
-        keys = DevKeys.load_or_create(args.keys)
-        token = args.token_file.read_text(encoding="utf-8").strip()
-        if args.event == "session-revoked":
-            set_token = session_revoked(
-                keys,
-                issuer=args.issuer,
-                audience=args.aud,
-                sub_id=subject(args.issuer, sub=args.sub, session=args.sid),
-            )
-        else:
-            if args.device is None:
-                raise ValueError("device-compliance-change needs --device")
-            set_token = device_compliance_change(
-                keys,
-                issuer=args.issuer,
-                audience=args.aud,
-                device=args.device,
-                compliant=args.status == "compliant",
-            )
-        answer = push(args.receiver, token, set_token)
-    except (DevKeyError, ValueError, OSError) as exc:
-        return _fail("signal", exc)
-    except Exception as exc:  # httpx: the receiver is not there
-        return _fail("signal", RuntimeError(f"push failed: {type(exc).__name__}"))
-    print(f"{answer.status} {answer.body}".rstrip())
-    return EXIT_OK if answer.status == 202 else 1
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:

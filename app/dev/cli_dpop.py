@@ -28,7 +28,7 @@ def add_dpop_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "thumbprint: the cnf.jkt of tokens bound to it.",
     )
     key.add_argument("--out", type=Path, required=True, help="where to write the key (PEM)")
-    key.add_argument("--alg", choices=DPOP_ALGORITHMS, default="ES256")
+    key.add_argument("--alg", choices=DPOP_ALGORITHMS, default="ES256", help="the key's algorithm")
     key.add_argument("--force", action="store_true", help="replace an existing file")
     key.set_defaults(func=_cmd_key)
 

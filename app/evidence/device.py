@@ -71,15 +71,35 @@ def _text_at(claims: Mapping[str, Any], path: str | None) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _moment_at(claims: Mapping[str, Any], path: str | None) -> float | None:
-    value = None if path is None else claim_at(claims, path)
+class _Unreadable:
+    """A claim that is there but cannot be read as what it should be."""
+
+
+UNREADABLE: Final = _Unreadable()
+
+
+def read_moment(value: Any) -> float | _Unreadable | None:
+    """A moment claim: epoch seconds (a finite JSON number within ±2**53) or an RFC 3339
+    date-time with an offset, as epoch seconds; None when the claim is absent (or null);
+    UNREADABLE for anything else (another type, a date without offset, "yesterday")."""
+    if value is None:
+        return None
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            return None
-        return moment.timestamp() if moment.tzinfo is not None else None
-    return _number_at(claims, path)
+            return UNREADABLE
+        return moment.timestamp() if moment.tzinfo is not None else UNREADABLE
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return UNREADABLE
+    if not (math.isfinite(value) and abs(value) < _MAX_EPOCH):
+        return UNREADABLE
+    return float(value)
+
+
+def _moment_at(claims: Mapping[str, Any], path: str | None) -> float | None:
+    moment = read_moment(None if path is None else claim_at(claims, path))
+    return None if isinstance(moment, _Unreadable) else moment
 
 
 def device_from_claims(
@@ -206,12 +226,27 @@ class DeviceTokens:
             principal.claims, verified.subject, verified.claims, self.settings.binding_claim
         ):
             return Attestation(problem=Reason.DEVICE_UNBOUND)
+        assessed_at = self._posture_time(verified, now)
+        if isinstance(assessed_at, _Unreadable):
+            log.info("device token refused: its posture time is unreadable or in the future")
+            return Attestation(problem=Reason.DEVICE_INVALID)
         device = device_from_claims(
             verified.subject, verified.claims, self.settings.claims, "device_token"
         )
-        if device.assessed_at is None:
-            device = dataclasses.replace(device, assessed_at=float(verified.issued_at))
+        device = dataclasses.replace(device, assessed_at=assessed_at)
         country = None
         if self.settings.country is not None:
             country = country_code(claim_at(verified.claims, self.settings.country))
         return Attestation(device=device, country=country)
+
+    def _posture_time(self, verified: Principal, now: float) -> float | _Unreadable | None:
+        """When the device's posture was assessed: the posture time claim (unreadable, or
+        later than ``now`` beyond the leeway, refuses the token), else the token's ``iat`` if
+        ``posture_time_from_iat``, else unknown (None: no ``max_posture_age`` holds)."""
+        path = self.settings.claims.assessed_at
+        moment = read_moment(None if path is None else claim_at(verified.claims, path))
+        if isinstance(moment, float) and moment - self._leeway > now:
+            return UNREADABLE
+        if moment is None and self.settings.posture_time_from_iat:
+            return float(verified.issued_at)
+        return moment

@@ -10,6 +10,7 @@ NaN/Infinity, which Python's JSON parser accepts and which compare false with ev
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -149,13 +150,37 @@ def read_groups(payload: Mapping[str, Any], path: str) -> frozenset[str]:
 
 
 def read_scopes(payload: Mapping[str, Any], path: str) -> frozenset[str]:
-    """Scopes: a space-separated string (RFC 8693 §4.2, RFC 9068 §2.2.3) or a list."""
+    """Scopes: a space-separated string (RFC 8693 §4.2, RFC 9068 §2.2.3) or a list.
+
+    RFC 6749 §3.3: ``scope = scope-token *( SP scope-token )`` and ``scope-token = 1*( %x21 /
+    %x23-5B / %x5D-7E )``. The string is split on the space character (%x20) alone, never on
+    other whitespace (``str.split()`` would read ``"openid\tapi:read"`` or a no-break space as
+    two scopes); runs of spaces are tolerated. Every scope, in a string or a list, must be a
+    scope-token: a tab, a no-break space, a quote, a backslash or any non-ASCII character
+    refuses the token (token_claims_invalid) instead of becoming part of some scope.
+    """
     value = claim_at(payload, path)
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return shared_names(frozenset(value.split()))
-    return shared_names(_strings(value, "scopes"))
+        if _SCOPE_STRING.fullmatch(value) is None:
+            raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "scope holds more than scope-tokens")
+        scopes = frozenset(value.split(" "))
+        scopes = scopes - _EMPTY if "" in scopes else scopes
+    else:
+        scopes = _strings(value, "scopes")
+        if not all(_SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+            raise TokenError(Reason.TOKEN_CLAIMS_INVALID, "a scope is not a scope-token")
+    return shared_names(scopes)
+
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). The one definition (the
+# introspection answer's scope grammar is built from it too).
+_SCOPE_CHARS = r"\x21\x23-\x5b\x5d-\x7e"
+SCOPE_TOKEN = rf"[{_SCOPE_CHARS}]+"
+_SCOPE_TOKEN = re.compile(SCOPE_TOKEN)
+_SCOPE_STRING = re.compile(rf"[ {_SCOPE_CHARS}]*")  # scope-tokens and SP, in any order
+_EMPTY = frozenset({""})
 
 
 def _strings(value: Any, what: str) -> frozenset[str]:

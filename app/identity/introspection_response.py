@@ -39,15 +39,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from app.identity.claims import validate_claims
+from app.identity.claims import SCOPE_TOKEN, validate_claims
 from app.identity.errors import TokenError
 from app.identity.principal import Principal, principal_from_claims
 from app.reasons import Reason
 from app.settings import Issuer
 
 # RFC 6749 §3.3 (and Appendix A.4): scope = scope-token *( SP scope-token ).
-_SCOPE_TOKEN = r"[\x21\x23-\x5b\x5d-\x7e]+"  # noqa: S105 - a grammar, no secret
-SCOPE = re.compile(rf"{_SCOPE_TOKEN}(?: {_SCOPE_TOKEN})*")
+SCOPE = re.compile(rf"{SCOPE_TOKEN}(?: {SCOPE_TOKEN})*")
 _ANSWER_ONLY = ("active", "token_type")
 
 

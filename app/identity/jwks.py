@@ -16,6 +16,10 @@ on every unknown ``kid``), ``JwksCache``:
 
 ``now`` given to ``is_ready``/``get_key`` and the ``clock`` given to the cache must share one
 epoch (seconds); tests pass the same fake clock to both.
+
+One piece (about 440 lines): the fetch loop, the kid-miss limiter and the key index share one
+lock-free state machine (the generation of keys in force and the fetch in flight); spreading it
+over modules would put one invariant in several places.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 PyJWT's own decoder checks every base64url character in a Python generator and, used as
 "read the header to find the key, then decode with the key", parses each token twice: about
 85 of the 105 µs an RS256 token cost, against 20 µs for the signature itself. Here the three
-segments are matched by one compiled expression, decoded once (JSON by orjson, falling back to
-Python's parser wherever the two could differ), and the signature is checked by
+segments are matched by one compiled expression, decoded once (JSON by orjson, and by Python's
+parser where only it keeps an integer beyond 64 bits exact), and the signature is checked by
 the PyJWK's own ``Algorithm`` (PyJWT over ``cryptography``), bound to the one algorithm the
 key was loaded for, exactly as ``jwt.decode`` does with a PyJWK.
 
@@ -12,6 +12,21 @@ Stricter than PyJWT, never looser: segments are base64url without padding (RFC 7
 signature may carry the '=' padding some issuers add), the header and payload must be JSON
 objects, ``kid`` must be a string, and any ``crit`` or a ``b64: false`` header is refused
 (no extension is understood, RFC 7515 §4.1.11 and RFC 7797 §3).
+
+The header and payload must be I-JSON (RFC 7493), which every JWT issuer writes; anything else
+is ``token_malformed``, before any key is looked up:
+
+- UTF-8 without a byte order mark (RFC 7519 §7.2 step 4 and 8, RFC 8259 §8.1): no UTF-16 or
+  UTF-32, however Python's own parser would guess it;
+- no lone surrogate (``"\\ud800"``; RFC 7493 §2.1): a claim must be text that can be written
+  to a header or a log line;
+- numbers that are numbers (RFC 8259 §6): no ``NaN``, ``Infinity`` or a literal that
+  overflows a double (``1e400``);
+- no duplicate member name, in any object (RFC 7515 §4 and RFC 7519 §4 allow either refusing
+  or "last one wins"; refusing keeps every reader of the token, upstreams included, on the
+  same claims);
+- nested at most ``MAX_DEPTH`` arrays and objects deep, measured before parsing, so a
+  thousand-level document costs one scan instead of a RecursionError.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import jwt
 import orjson
 
 from app.identity.errors import TokenError
+from app.json_depth import may_nest_deeper, nesting_depth
 from app.reasons import Reason
 
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)=?=?")
@@ -52,28 +68,81 @@ def _segment(text: str, what: str) -> bytes:
 def _object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = _loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise TokenError(Reason.TOKEN_MALFORMED, f"{what} is not JSON") from None
+    except ValueError:
+        raise TokenError(Reason.TOKEN_MALFORMED, f"{what} is not I-JSON") from None
     if not isinstance(value, dict):
         raise TokenError(Reason.TOKEN_MALFORMED, f"{what} is not a JSON object")
     return value
 
 
-# 19 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float.
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# Arrays and objects nested deeper than this are refused. Claims nest a few levels (``cnf.jwk``,
+# ``resource_access.<client>.roles``); a thousand levels would exhaust Python's recursion
+# wherever the claims are walked (conditions, logs), so the bound is far below that.
+MAX_DEPTH = 32
+# orjson reads an integer beyond 64 bits as a float: a float this large may have been one.
+_INEXACT = float(2**63)
+_WHITESPACE = b" \t\n\r"
+
+
+def _walk(value: Any) -> tuple[int, bool]:
+    """The number of members of all the objects in a parsed value, and whether it holds a
+    float beyond ±2**63 (iterative: the depth is bounded, but no recursion is needed)."""
+    members = 0
+    large = False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        values = item
+        if type(item) is dict:
+            members += len(item)
+            values = item.values()
+        for inner in values:
+            kind = type(inner)
+            if kind is dict or kind is list:
+                stack.append(inner)
+            elif kind is float and not -_INEXACT < inner < _INEXACT:
+                large = True
+    return members, large
+
+
+def _names(raw: bytes) -> int:
+    """At least the number of member names in ``raw``: every name ends with '"', whitespace
+    and ':'; without the whitespace, each is a '":' (and so may be the end of a string)."""
+    return raw.translate(None, _WHITESPACE).count(b'":')
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate member name")
+    return value
 
 
 def _loads(raw: bytes) -> Any:
-    """``json.loads(raw)``, exactly: Python's parser is the reference (PyJWT uses it), orjson
-    is the fast way to the same value. orjson refuses what Python would accept (NaN,
-    Infinity, lone surrogates) and would read an integer beyond 64 bits as a float: those
-    texts, and any with 19 digits in a row, are read by Python's parser."""
-    if _LONG_NUMBER.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
+    """``raw`` parsed as I-JSON (see the module's docstring); ValueError for anything else.
+
+    orjson is strict RFC 8259 UTF-8 (it refuses a BOM, UTF-16, lone surrogates, NaN, Infinity
+    and overflowing numbers) and parses. A text that may hold an integer beyond 64 bits (which
+    orjson reads as a float) is parsed again by Python's parser, which keeps it exact, from the
+    very text orjson accepted.
+
+    Duplicate names: a parser keeps one member per name, so the parsed value has fewer members
+    than ``raw`` names exactly when a name repeats. ``_names`` counts at least every name:
+    equal counts prove there is none, at the cost of a scan; otherwise (a string value ending
+    in '":' as well) Python's parser decides, with a hook that sees every pair.
+    """
+    if may_nest_deeper(raw, MAX_DEPTH) and nesting_depth(raw) > MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("not I-JSON") from None
+    members, large = _walk([value])  # in a list: a scalar document is walked too
+    if large:
+        value = json.loads(raw)
+    if _names(raw) != members:
+        json.loads(raw, object_pairs_hook=_refuse_duplicates)  # ValueError on a duplicate
+    return value
 
 
 def parse_compact(token: str) -> Compact:

@@ -183,8 +183,8 @@ def _check_header(header: Mapping[str, Any], issuer: Issuer) -> str:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg.lower() == "none" or alg not in issuer.algorithms:
         raise TokenError(Reason.TOKEN_ALGORITHM_NOT_ALLOWED, "alg is not allowed for the issuer")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES):
+    typ = header.get("typ", "jwt")  # absent: fine (RFC 7519 §5.1); null is not a type
+    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
         raise TokenError(Reason.TOKEN_TYPE_INVALID, "typ is not JWT or at+jwt")
     if "crit" in header:
         # No critical extension is understood here; RFC 7515 §4.1.11 says reject.

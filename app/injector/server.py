@@ -5,15 +5,15 @@
 - ``POST /inject/pod``        the entry for pods that opt in themselves,
 - ``GET /healthz``            liveness and readiness.
 
-A body that is not JSON, or not an AdmissionReview with a request uid, is answered 400 with a
-JSON ``{"error": ...}`` (the API server then refuses the pod: failure policy ``Fail``). Any
+A body that is not JSON (or nests deeper than any Pod: ``mutate.MAX_DEPTH``), or not an
+AdmissionReview with a request uid, is answered 400 with a JSON ``{"error": ...}`` (the API
+server then refuses the pod: failure policy ``Fail``). Any
 other problem is answered inside the AdmissionReview (``allowed: false`` and a message), which
 the client sees verbatim. Pod objects are never logged: they may carry secrets in env values.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from pathlib import Path
@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.injector.config import InjectorConfig
-from app.injector.mutate import MalformedReview, answer, mutate, read_request
+from app.injector.mutate import MalformedReview, answer, mutate, read_request, read_review
 from app.injector.tls import ReloadingContext
 
 log = logging.getLogger("ztauthz.injector")
@@ -73,9 +73,9 @@ def create_injector_app(config: InjectorConfig) -> Starlette:
         except _TooLarge:
             return _error(413, f"the review is larger than {MAX_BODY_BYTES} bytes")
         try:
-            data = json.loads(body)
-        except ValueError:
-            return _error(400, "malformed AdmissionReview: the body is not JSON")
+            data = read_review(body)
+        except MalformedReview as exc:
+            return _error(400, f"malformed AdmissionReview: {exc}")
         try:
             uid, _ = read_request(data)
             out = mutate(data, config, namespace_opted_in=namespace_opted_in)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from app.policy.evaluate import PolicyInput, Verdict, evaluate
 from app.policy.index import CompiledPolicies
-from app.policy.loader import PolicyLoadError, Problem, check_policy_dir, load_policy_dir
+from app.policy.loader import check_policy_dir, load_policy_dir
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
+from app.policy.problem import PolicyLoadError, Problem
 
 __all__ = [
     "CompiledPolicies",

@@ -18,8 +18,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.policy.index import CompiledPolicies, split_path
-from app.policy.loader import Problem
 from app.policy.model import ANY_PATH, Grant, Rule
+from app.policy.problem import Problem
 
 DAY = 86400.0
 

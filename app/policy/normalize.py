@@ -2,24 +2,38 @@
 
 Policies match *decoded* paths segment by segment. Anything that two parsers could read two ways
 is refused instead of guessed at, because ztauthz and the upstream must agree on what was asked
-for. These are the product's rules for ``normalize_path``, applied in this order:
+for (docs/security-hardening.md, "Path rule"). These are the product's rules for
+``normalize_path``, applied in this order; the first five to fail refuse the path as invalid
+(``path_rejected``), the last as ambiguous (``path_ambiguous``):
 
 1. Strip the query string (everything from the first ``?``) and any ``#fragment``.
-2. The path must start with ``/``.
-3. Reject a backslash and any control character (C0, DEL, C1; NUL included).
-4. Reject malformed percent-encoding (``%`` not followed by two hex digits).
-5. Reject a percent-encoded ``/`` (``%2F``), ``\\`` (``%5C``), NUL (``%00``) or ``%`` (``%25``),
-   in either case: an encoded separator means one segment to us and two to an upstream that
-   decodes first, and an encoded ``%`` is double encoding (``%252e%252e`` is ``..`` to an
-   upstream that decodes twice).
-6. Percent-decode everything else; the bytes must be valid UTF-8 and must not decode to a
-   control character.
-7. After decoding, reject empty segments (``//``) and ``.`` or ``..`` segments (so ``%2e%2e``
+2. The path must start with ``/`` and be ASCII: a request-target is ASCII (RFC 3986 §2,
+   RFC 9112 §3.2); other characters must be percent-encoded UTF-8.
+3. Reject a backslash and any control character (C0, DEL; NUL included).
+4. Reject malformed percent-encoding (``%`` not followed by two hex digits), and a
+   percent-encoded ``/`` (``%2F``), ``\\`` (``%5C``), NUL (``%00``) or ``%`` (``%25``), in either
+   case: an encoded separator means one segment to us and two to an upstream that decodes
+   first, and an encoded ``%`` is double encoding (``%252e%252e`` is ``..`` to an upstream that
+   decodes twice). ``%uXXXX`` is malformed.
+5. Percent-decode everything else; the bytes must be valid UTF-8 (so no overlong form such as
+   ``%C0%AE``) and must not decode to a control character (C0, DEL, C1).
+6. After decoding, reject empty segments (``//``) and ``.`` or ``..`` segments (so ``%2e%2e``
    is refused too): ztauthz never resolves dot segments on the upstream's behalf.
+7. Ambiguous: reject a segment that a common upstream reads as another segment:
+   - a ``;`` (raw or ``%3B``): Servlet containers (Tomcat, Jetty, Spring) strip ``;params``
+     from each segment, so ``..;x`` is ``..`` and ``admin;x`` is ``admin`` to them;
+   - a trailing ``.`` or space: Windows/IIS trims them, so ``..%20`` and ``...`` are ``..``
+     and ``admin.`` is ``admin``;
+   - a non-ASCII character that Unicode NFKC normalization changes (U+FF0E fullwidth full
+     stop is ``.``, U+2025 two-dot leader is ``..``, U+FF0F is ``/``, fullwidth letters are
+     ASCII letters), or that is not a letter, mark or number (punctuation, symbols, spaces,
+     format characters: U+2215 division slash is ``/`` to best-fit code-page conversion).
+   Non-ASCII letters, marks and numbers that NFKC keeps as they are (``café``, ``日本``) pass.
 8. Remove a single trailing slash (``/invoices/`` matches like ``/invoices``); ``/`` stays ``/``.
 
 Rejections raise ``PathRejected`` whose ``detail`` is a short fixed text: it never contains the
-path, so it is safe in logs and responses.
+path, so it is safe in logs and responses; its ``reason`` is ``path_rejected`` or
+``path_ambiguous``.
 
 ``normalize_host`` lower-cases the host, removes the port (also from ``[v6]:port``) and one
 trailing dot. It accepts DNS names (letters, digits, ``-``, ``_``), IPv4 and bracketed IPv6
@@ -30,9 +44,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
+from app.reasons import Reason
+
+_RAW_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPE = re.compile(r"%(?:2[Ff]|5[Cc]|00|25)")
@@ -42,11 +60,18 @@ _MAX_HOST = 253
 
 
 class PathRejected(Exception):
-    """The path cannot be matched safely. ``detail`` is fixed text, never the path itself."""
+    """The path cannot be matched safely. ``detail`` is fixed text, never the path itself;
+    ``reason`` is ``path_rejected`` (invalid) or ``path_ambiguous`` (read differently by some
+    upstream)."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, reason: Reason = Reason.PATH_REJECTED) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.reason = reason
+
+
+def _ambiguous(detail: str) -> PathRejected:
+    return PathRejected(detail, Reason.PATH_AMBIGUOUS)
 
 
 def _strip_query_and_fragment(raw: str) -> str:
@@ -59,9 +84,9 @@ def _strip_query_and_fragment(raw: str) -> str:
 
 
 # A path the rules below leave as it is (but for one trailing slash): printable ASCII without
-# '%', '\\', '?' or '#', non-empty segments none of which is '.' or '..'. Most paths are like
-# this; matching them whole is the fast way to the same answer.
-_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?|/")
+# '%', '\\', '?', '#' or ';', non-empty segments none of which ends with '.' (so none is '.'
+# or '..'). Most paths are like this; matching them whole is the fast way to the same answer.
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,=:@]*[A-Za-z0-9\-_~!$&'()*+,=:@])+/?|/")
 
 
 def normalize_path(raw: str) -> str:
@@ -77,9 +102,11 @@ def normalize_path_by_rules(raw: str) -> str:
     path = _strip_query_and_fragment(raw)
     if not path.startswith("/"):
         raise PathRejected("path must start with '/'")
+    if not path.isascii():
+        raise PathRejected("non-ASCII character in path")
     if "\\" in path:
         raise PathRejected("backslash in path")
-    if _CONTROL.search(path):
+    if _RAW_CONTROL.search(path):
         raise PathRejected("control character in path")
     if _MALFORMED_ESCAPE.search(path):
         raise PathRejected("malformed percent-encoding")
@@ -99,7 +126,30 @@ def normalize_path_by_rules(raw: str) -> str:
             raise PathRejected("empty path segment")
         if segment in (".", ".."):
             raise PathRejected("dot segment in path")
+    for segment in segments:
+        _check_unambiguous(segment)
     return "/" + "/".join(segments)
+
+
+# Unicode general categories of the non-ASCII characters a segment may hold: letters, marks and
+# numbers. Punctuation (P*), symbols (S*), separators (Z*) and the rest (C*: format characters
+# such as U+200B, private use, unassigned) are where the look-alikes of '.', '/' and '\\' live.
+_WORD_CATEGORIES = frozenset("LMN")
+
+
+def _check_unambiguous(segment: str) -> None:
+    """Rule 7: refuse a segment that a common upstream reads as another one."""
+    if ";" in segment:
+        raise _ambiguous("path parameter (';') in path")
+    if segment[-1] in ". ":
+        raise _ambiguous("path segment ends with '.' or a space")
+    if segment.isascii():
+        return
+    if unicodedata.normalize("NFKC", segment) != segment:
+        raise _ambiguous("path segment changes under Unicode NFKC normalization")
+    for char in segment:
+        if not char.isascii() and unicodedata.category(char)[0] not in _WORD_CATEGORIES:
+            raise _ambiguous("non-ASCII punctuation, symbol or space in path")
 
 
 def _valid_port(port: str) -> bool:

@@ -23,18 +23,17 @@ from app.identity.errors import TokenError
 from app.identity.principal import Principal, principal_from_claims
 from app.policy.evaluate import PolicyInput, Verdict, evaluate
 from app.policy.index import CompiledPolicies
-from app.policy.loader import (
+from app.policy.loader import is_test_file, yaml_files
+from app.policy.normalize import PathRejected, normalize_host, normalize_path
+from app.policy.problem import Problem
+from app.policy.schema import (
     API_VERSION,
     TEST_KIND,
-    Problem,
     as_timestamp,
-    is_test_file,
     plain_data,
     policy_validator,
     schema_errors,
-    yaml_files,
 )
-from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.reasons import Reason, status_of
 from app.yamlsrc import YamlError, parse_documents
 
@@ -198,7 +197,9 @@ def decide_case(policies: CompiledPolicies, case: TestCase) -> Outcome:
                 case.evidence.get("workload", {}),
             ),
         )
-    except (PathRejected, ValueError):
+    except PathRejected as exc:
+        return Outcome(False, exc.reason, None)
+    except ValueError:  # the host
         return Outcome(False, Reason.PATH_REJECTED, None)
     principal = None
     if case.claims is not None:

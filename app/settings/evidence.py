@@ -78,7 +78,14 @@ def _posture_defaults() -> DeviceClaimNames:
 
 class DeviceTokenSettings(Model):
     """Device attestation tokens: JWTs a device-trust provider (MDM, EDR) signs, sent in
-    ``header``, verified with the provider's own keys, bound to the identity token."""
+    ``header``, verified with the provider's own keys, bound to the identity token.
+
+    The posture time is the ``claims.assessed_at`` claim. A token that carries it unreadable
+    (not epoch seconds, not an RFC 3339 date-time with an offset, or in the future) is no
+    evidence (``device_invalid``); a token without it has a posture of unknown age, which no
+    ``max_posture_age`` accepts, unless ``posture_time_from_iat`` says that this provider
+    assesses the posture when it signs, so the token's ``iat`` is the posture time.
+    """
 
     header: str = "x-device-token"
     provider: Issuer  # the provider as an issuer: its keys, audiences, algorithms, lifetime
@@ -86,6 +93,7 @@ class DeviceTokenSettings(Model):
     binding_claim: str = "device_id"  # the identity token's claim naming the device
     claims: DeviceClaimNames = Field(default_factory=_posture_defaults)
     country: str | None = None  # a signed location claim in the device token
+    posture_time_from_iat: bool = False  # without a posture time claim: the token's iat
 
     @field_validator("header")
     @classmethod

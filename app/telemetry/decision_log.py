@@ -31,6 +31,7 @@ value, token, cookie or query string.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -286,6 +287,19 @@ class DecisionLog:
 
     def format(self, entry: Entry) -> bytes:
         """``decision_line(entry)`` as JSON, the same object whichever way it is made.
+
+        Total: a line orjson cannot write (a string with a lone surrogate, which no verified
+        claim holds but a request field might) is written by Python's encoder with ``\\u``
+        escapes instead, so no decision loses its line.
+        """
+        try:
+            return self._format(entry)
+        except (orjson.JSONEncodeError, TypeError, UnicodeError):
+            line = compact(decision_line(entry, self._subject, self._caller_trace))
+            return json.dumps(line, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+    def _format(self, entry: Entry) -> bytes:
+        """``format``'s fast way.
 
         The fields that only depend on the decision's principal, rule, policy version and
         reason (decision, status, issuer, subject, ...) are the same for every check a

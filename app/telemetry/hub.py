@@ -214,26 +214,28 @@ class Telemetry:
         reason = decision.reason if decision is not None else Reason.INTERNAL_ERROR
         self.metrics.observe_check(reason, ctx.transport, elapsed)
         span = scope.span
-        if span is not None:
-            if span.is_recording():
-                span.set_attributes(
-                    decision_attributes(decision, reason, scope.decision_id, self.subject)
-                )
-                if status_of(reason) >= 500:
-                    span.set_status(Status(StatusCode.ERROR, reason.value))
-            span.end()
-        if scope.otel_token is not None:
-            otel_context.detach(scope.otel_token)
-        unbind(scope.correlation)
-        (decision_log or self.decision_log).record(
-            now,
-            ctx,
-            decision,
-            scope.decision_id,
-            int(elapsed * 1_000_000),
-            scope.trace_id,
-            scope.span_id,
-        )
+        try:
+            if span is not None:
+                if span.is_recording():
+                    span.set_attributes(
+                        decision_attributes(decision, reason, scope.decision_id, self.subject)
+                    )
+                    if status_of(reason) >= 500:
+                        span.set_status(Status(StatusCode.ERROR, reason.value))
+                span.end()
+        finally:  # the line is written whatever the span did: one line per decision
+            if scope.otel_token is not None:
+                otel_context.detach(scope.otel_token)
+            unbind(scope.correlation)
+            (decision_log or self.decision_log).record(
+                now,
+                ctx,
+                decision,
+                scope.decision_id,
+                int(elapsed * 1_000_000),
+                scope.trace_id,
+                scope.span_id,
+            )
 
     # -- key sources -----------------------------------------------------------------------
 

@@ -33,7 +33,9 @@ def subject_view(key: bytes | None) -> SubjectView:
 
     @lru_cache(maxsize=_CACHE)
     def hashed(subject: str) -> str:
-        return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        # surrogatepass: a subject is verified I-JSON text, but this must hold for any str
+        data = subject.encode("utf-8", "surrogatepass")
+        return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
 
     return hashed
 

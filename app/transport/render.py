@@ -67,9 +67,12 @@ def header_value(value: str, separator: str = ",") -> str:
     """Percent-encode anything that is not printable ASCII, '%', and the list ``separator``.
 
     Claim values come from the token issuer, not from us: this keeps CR/LF and other bytes out
-    of the upstream request and keeps comma-joined lists unambiguous.
+    of the upstream request and keeps comma-joined lists unambiguous. Total: any ``str`` has a
+    value (a lone surrogate, which the token parser refuses anyway, is encoded as its UTF-8
+    bytes, ``surrogatepass``), so rendering an allow can never fail after it was decided.
     """
-    return quote(value, safe=_SAFE if separator == "," else _SAFE.replace(separator, ""))
+    safe = _SAFE if separator == "," else _SAFE.replace(separator, "")
+    return quote(value, safe=safe, encoding="utf-8", errors="surrogatepass")
 
 
 @dataclass(slots=True, eq=False)

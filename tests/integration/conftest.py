@@ -9,6 +9,10 @@ transport with the same expectations; ``http_stack`` and ``grpc_stack`` give bot
 Everything is started through app/dev/stack.py, exactly as ``ztauthz dev stack`` does, and is
 always stopped when the session ends (or fails to start). Process logs are kept under the
 session's tmp directory and printed by the failure messages.
+
+``edge`` adds the other way users run Envoy: a minimal bootstrap that does no normalization of
+its own (envoy/envoy-minimal*.yaml), one more Envoy in front of each transport's ztauthz, so a
+test using ``edge`` runs four times: {shipped, minimal} x {http, grpc}.
 """
 
 from __future__ import annotations
@@ -20,16 +24,30 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.dev.envoy import TRANSPORTS, Transport, shipped_envoy_config, transport_env
+from app.dev.envoy import (
+    TRANSPORTS,
+    Transport,
+    envoy_command,
+    shipped_envoy_config,
+    transport_env,
+    write_envoy_config,
+)
 from app.dev.keys import DevKeys
-from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Stack, start_stack
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.stack import Stack, start_stack
+from app.dev.stack_config import Ports
 from app.dev.tokens import mint
+from tests.integration.edge_support import Edge
 from tests.integration.redis_support import RedisServer, start_redis
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "ztauthz.yaml"
 POLICIES = HERE / "policies"
+MINIMAL_ENVOY = {
+    "http": HERE / "envoy" / "envoy-minimal.yaml",
+    "grpc": HERE / "envoy" / "envoy-minimal-grpc.yaml",
+}
+BOOTSTRAPS = ("shipped", "minimal")
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +134,63 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.process.stop()
+
+
+def _minimal_envoy(stack: Stack, transport: Transport) -> Iterator[int]:
+    """An Envoy running the minimal bootstrap in front of ``stack``'s ztauthz and upstream."""
+    port, admin = free_port(), free_port()
+    config = write_envoy_config(
+        stack.workdir / "envoy-minimal.yaml",
+        template=MINIMAL_ENVOY[transport],
+        listen_port=port,
+        admin_port=admin,
+        authz_port=stack.ports.check,
+        upstream_port=stack.ports.upstream,
+    )
+    with ProcessGroup() as group:
+        group.start(
+            ManagedProcess(
+                "envoy-minimal",
+                envoy_command(config),
+                log_path=stack.log("envoy-minimal"),
+                ready=HttpReady(f"http://127.0.0.1:{admin}/ready"),
+            )
+        )
+        yield port
+
+
+@pytest.fixture(scope="session")
+def http_minimal_envoy(http_stack: Stack) -> Iterator[int]:
+    yield from _minimal_envoy(http_stack, "http")
+
+
+@pytest.fixture(scope="session")
+def grpc_minimal_envoy(grpc_stack: Stack) -> Iterator[int]:
+    yield from _minimal_envoy(grpc_stack, "grpc")
+
+
+EDGES = [(bootstrap, transport) for bootstrap in BOOTSTRAPS for transport in TRANSPORTS]
+
+
+@pytest.fixture(scope="session", params=EDGES, ids=[f"{b}-{t}" for b, t in EDGES])
+def edge(request: pytest.FixtureRequest) -> Edge:
+    """Each Envoy users run in front of ztauthz: shipped and minimal, over HTTP and gRPC."""
+    bootstrap, transport = request.param
+    stack: Stack = request.getfixturevalue(f"{transport}_stack")
+    port = stack.ports.envoy
+    if bootstrap == "minimal":
+        port = request.getfixturevalue(f"{transport}_minimal_envoy")
+    return Edge(bootstrap, transport, stack, port)
+
+
+@pytest.fixture(scope="session")
+def edges(request: pytest.FixtureRequest) -> list[Edge]:
+    """All four edges at once (for tests that spread one corpus over them)."""
+    found = []
+    for bootstrap, transport in EDGES:
+        stack: Stack = request.getfixturevalue(f"{transport}_stack")
+        port = stack.ports.envoy
+        if bootstrap == "minimal":
+            port = request.getfixturevalue(f"{transport}_minimal_envoy")
+        found.append(Edge(bootstrap, transport, stack, port))
+    return found

@@ -30,7 +30,8 @@ import yaml
 
 from app.dev.envoy import TRANSPORTS, Transport, shipped_envoy_config, transport_env
 from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Reply, Stack, http_request, start_stack
+from app.dev.stack import Reply, Stack, http_request, start_stack
+from app.dev.stack_config import Ports
 from app.dev.tokens import mint
 from tests.unit.assertion.assertion_support import write_key
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.dev.stack import Ports, ztauthz_command
+from app.dev.stack import ztauthz_command
+from app.dev.stack_config import Ports
 
 pytestmark = pytest.mark.integration
 

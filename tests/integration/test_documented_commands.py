@@ -22,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from app.dev.demo_requests import demo_requests
 from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Stack, demo_requests, start_stack
+from app.dev.stack import Stack, start_stack
+from app.dev.stack_config import Ports
+from app.dev.state import ENV as DEV_DIR_ENV
 from tests.unit.docs.commands import ShellBlock, missing_lines, shell_blocks
 from tests.unit.docs.docs_support import ROOT
 
@@ -76,6 +79,8 @@ def shell(tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]) -
         env = {
             **child_env,
             "PATH": os.pathsep.join([bin_dir, child_env.get("PATH", os.defpath)]),
+            # The dev state directory a reader's checkout has (app/dev/state.py): this view's.
+            DEV_DIR_ENV: str(view / ".dev"),
             **{r.name: r.token for r in demo_requests(stack) if r.token is not None},
         }
         yield Shell(view, env, addresses(ports))

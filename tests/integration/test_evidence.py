@@ -32,8 +32,9 @@ from app.dev.envoy import (
 )
 from app.dev.pki import DEMO_WORKLOAD_ID, DEVICE_URI_PREFIX, CertPair
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import Ports, Reply, Stack, http_request, https_request, start_stack
-from app.dev.tokens import mint, mint_device_token
+from app.dev.stack import Reply, Stack, http_request, https_request, start_stack
+from app.dev.stack_config import Ports
+from app.dev.tokens import DROP, mint, mint_device_token
 from tests.unit.evidence.evidence_support import write_mmdb
 
 pytestmark = pytest.mark.integration
@@ -291,6 +292,24 @@ def test_a_healthy_bound_device_is_allowed(ev: Evidence, transport: str) -> None
         ),
         ({"device_id": "laptop-7"}, {"assessed_at": time.time() - 7200}, "device_stale"),
         ({"device_id": "laptop-7"}, {"now": time.time() - 600, "ttl": 900}, "device_stale"),
+        # No posture time: a posture of unknown age, not one as fresh as the token's iat.
+        ({"device_id": "laptop-7"}, {"extra_claims": {"posture_time": DROP}}, "device_stale"),
+        # An unreadable posture time refuses the device token itself.
+        (
+            {"device_id": "laptop-7"},
+            {"extra_claims": {"posture_time": "just now"}},
+            "device_invalid",
+        ),
+        (
+            {"device_id": "laptop-7"},
+            {"extra_claims": {"posture_time": [int(time.time())]}},
+            "device_invalid",
+        ),
+        (
+            {"device_id": "laptop-7"},
+            {"extra_claims": {"posture_time": int(time.time()) + 86_400}},
+            "device_invalid",
+        ),
     ],
 )
 def test_device_posture_is_enforced_as_written(

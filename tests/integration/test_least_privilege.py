@@ -24,7 +24,8 @@ import yaml
 
 from app.dev.envoy import SHIPPED_ENVOY_CONFIG
 from app.dev.procs import ProcessGroup
-from app.dev.stack import Ports, Reply, Stack, http_request, start_stack
+from app.dev.stack import Reply, Stack, http_request, start_stack
+from app.dev.stack_config import Ports
 from app.dev.tokens import mint
 
 pytestmark = pytest.mark.integration

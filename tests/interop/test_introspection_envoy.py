@@ -36,7 +36,8 @@ from joserfc import jwk
 
 from app.dev.envoy import envoy_command, write_envoy_config
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
-from app.dev.stack import LOOPBACK, Ports, Reply, http_request, ztauthz_command
+from app.dev.stack import Reply, http_request, ztauthz_command
+from app.dev.stack_config import LOOPBACK, Ports
 from tests.interop.oidc_provider_support import (
     INTROSPECTOR_BASIC,
     INTROSPECTOR_JWT,

@@ -18,7 +18,8 @@ import yaml
 
 from app.dev.envoy import envoy_command, write_envoy_config
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
-from app.dev.stack import LOOPBACK, Ports, Reply, bind_config, http_request, ztauthz_command
+from app.dev.stack import Reply, http_request, ztauthz_command
+from app.dev.stack_config import LOOPBACK, Ports, bind_config
 from tests.interop.oidc_provider_support import OidcProvider
 
 pytestmark = pytest.mark.interop

@@ -22,7 +22,7 @@ from app.reasons import Reason
 from app.request import RequestContext, make_context
 from app.settings import AssertionSettings
 
-# The real clock at import: PyJWT checks exp and iat against it, as an upstream would.
+# The signers' clock in these tests (the real clock at import); verify() checks exp and iat as of it.
 NOW = float(int(time.time()))
 ISSUER = "https://ztauthz.example/sidecar"
 AUDIENCE = "https://invoices.internal"
@@ -112,7 +112,10 @@ def verify(
     token: str, jwks: bytes, *, audience: str = AUDIENCE, leeway: float = 0
 ) -> dict[str, Any]:
     """What an upstream does: the key by ``kid`` from the JWKS, then signature, ``iss``,
-    ``aud``, ``exp`` and ``iat`` checked by PyJWT against the real clock."""
+    ``aud``, ``exp`` and ``iat`` checked by PyJWT. The signer's clock is ``NOW`` (fixed when
+    this module was imported, maybe minutes before the test runs in a long suite); PyJWT knows
+    only the real clock, so the time since ``NOW`` is added to the leeway: ``exp`` is checked as
+    of ``NOW``."""
     header = jwt.get_unverified_header(token)
     key = jwt.PyJWKSet.from_json(jwks.decode())[header["kid"]]
     claims: dict[str, Any] = jwt.decode(
@@ -121,7 +124,7 @@ def verify(
         algorithms=ALGORITHMS,
         audience=audience,
         issuer=ISSUER,
-        leeway=leeway,
+        leeway=leeway + max(0.0, time.time() - NOW),
         options={"require": ["iss", "aud", "exp", "iat", "jti"]},
     )
     return claims

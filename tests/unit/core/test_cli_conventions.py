@@ -49,11 +49,11 @@ COMMANDS = [path for path, _ in _commands(build_parser(with_dev=True))]
 
 
 def test_every_command_and_option_is_described() -> None:
-    from app.dev import stack
+    from app.dev import demo
 
     parsers = dict(_commands(build_parser(with_dev=True)))
     stack_parser = argparse.ArgumentParser(prog="ztauthz dev stack")
-    stack.add_arguments(stack_parser)
+    demo.add_arguments(stack_parser)
     parsers[("dev", "stack")] = stack_parser
     missing = []
     for path, parser in parsers.items():

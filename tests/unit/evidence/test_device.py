@@ -4,6 +4,7 @@ JWKS from a real local HTTP server, bound to the identity token, fresh), device 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -70,16 +71,22 @@ def mdm() -> Iterator[IdpServer]:
         yield server
 
 
-@pytest.fixture
-async def tokens(mdm: IdpServer) -> AsyncIterator[DeviceTokens]:
+@asynccontextmanager
+async def device_tokens(mdm: IdpServer, **settings: Any) -> AsyncIterator[DeviceTokens]:
     provider = make_issuer(mdm.url, audiences=["api"], algorithms=["ES256"])
-    settings = DeviceTokenSettings.model_validate(
-        {"provider": provider, "max_age": "10m", "country": "geo.country"}
+    config = DeviceTokenSettings.model_validate(
+        {"provider": provider, "max_age": "10m", "country": "geo.country", **settings}
     )
     async with httpx.AsyncClient() as client:
         cache = JwksCache(provider, client, FakeClock())
-        yield DeviceTokens(settings, TokenVerifier([provider], {provider.issuer: cache}, 8192))
+        yield DeviceTokens(config, TokenVerifier([provider], {provider.issuer: cache}, 8192))
         await cache.aclose()
+
+
+@pytest.fixture
+async def tokens(mdm: IdpServer) -> AsyncIterator[DeviceTokens]:
+    async with device_tokens(mdm) as made:
+        yield made
 
 
 async def test_a_bound_fresh_device_token_is_device_evidence(
@@ -156,8 +163,64 @@ async def test_bearer_prefix_and_defaults(tokens: DeviceTokens, mdm: IdpServer) 
     token = device_token(mdm, posture_time=None, risk_score="high", managed="yes")
     found = await tokens.attest(f"Bearer {token}", principal(device_id="laptop-7"), NOW)
     assert found.device is not None
-    assert found.device.assessed_at == NOW - 60  # no posture_time: the token's iat
+    assert found.device.assessed_at is None  # no posture_time: a posture of unknown age
+    assert found.device.age(NOW) is None
     assert found.device.risk_score is None and found.device.managed is None  # wrong types
+
+
+async def test_the_token_iat_is_the_posture_time_only_when_configured(mdm: IdpServer) -> None:
+    token = device_token(mdm, posture_time=None)
+    async with device_tokens(mdm, posture_time_from_iat=True) as tokens:
+        found = await tokens.attest(token, principal(device_id="laptop-7"), NOW)
+        assert found.device is not None and found.device.assessed_at == NOW - 60
+        # A posture time claim, when there is one, still wins over iat.
+        given = device_token(mdm, posture_time=int(NOW) - 300)
+        found = await tokens.attest(given, principal(device_id="laptop-7"), NOW)
+        assert found.device is not None and found.device.assessed_at == NOW - 300
+
+
+@pytest.mark.parametrize(
+    "posture_time",
+    [
+        "yesterday",
+        "2026-11-26T10:00:00",  # no offset: whose clock?
+        "",
+        True,
+        [int(NOW) - 60],
+        {"at": int(NOW) - 60},
+        1e300,
+        -(2**60),
+        int(NOW) + 3600,  # assessed in the future
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("from_iat", [False, True], ids=["default", "posture_time_from_iat"])
+async def test_an_unreadable_posture_time_refuses_the_device_token(
+    mdm: IdpServer, posture_time: Any, from_iat: bool
+) -> None:
+    """It used to fall back to the token's iat: a fresh posture nobody had assessed."""
+    async with device_tokens(mdm, posture_time_from_iat=from_iat) as tokens:
+        token = device_token(mdm, posture_time=posture_time)
+        found = await tokens.attest(token, principal(device_id="laptop-7"), NOW)
+    assert (found.device, found.problem) == (None, Reason.DEVICE_INVALID)
+
+
+@pytest.mark.parametrize(
+    ("posture_time", "expected"),
+    [
+        ("2023-11-14T21:13:20+00:00", NOW - 3600),
+        ("2023-11-14T22:13:20+01:00", NOW - 3600),
+        (int(NOW) - 90, NOW - 90),
+        (NOW - 90.5, NOW - 90.5),
+        (int(NOW) + 10, NOW + 10),  # within the provider's leeway
+    ],
+)
+async def test_readable_posture_times(
+    tokens: DeviceTokens, mdm: IdpServer, posture_time: Any, expected: float
+) -> None:
+    token = device_token(mdm, posture_time=posture_time)
+    found = await tokens.attest(token, principal(device_id="laptop-7"), NOW)
+    assert found.device is not None and found.device.assessed_at == expected
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from app.settings import Issuer, Jwks
@@ -131,6 +132,14 @@ def b64json(value: Any) -> str:
 def unsigned(header: Mapping[str, Any], payload: Mapping[str, Any]) -> str:
     """An ``alg: none`` style token: no signature at all."""
     return f"{b64json(dict(header))}.{b64json(dict(payload))}."
+
+
+def signed_raw(key: rsa.RSAPrivateKey, header: bytes, payload: bytes) -> str:
+    """An RS256 token over exactly these header and payload bytes (any JSON, or none): a
+    valid signature, so only the parser can refuse it."""
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def hmac_forged(secret: bytes, header: Mapping[str, Any], payload: Mapping[str, Any]) -> str:

@@ -28,7 +28,8 @@ from app.identity.verify import TokenVerifier, build_key_sources
 from app.pipeline import authorize
 from app.policy.evaluate import PolicyInput
 from app.policy.explain import explain, render_text
-from app.policy.loader import PolicyLoadError, load_policy_dir
+from app.policy.loader import load_policy_dir
+from app.policy.problem import PolicyLoadError
 from app.reasons import Reason
 from app.request import make_context
 from app.settings import Issuer, Settings

@@ -188,6 +188,44 @@ def test_the_apps_own_probes_follow_the_renamed_port(config: InjectorConfig) -> 
     assert patched["livenessProbe"]["tcpSocket"]["port"] == 8080  # a number still means the app
 
 
+def test_the_apps_lifecycle_hooks_follow_the_renamed_port(config: InjectorConfig) -> None:
+    """postStart/preStop handlers name their own container's ports, as probes do: left on the
+    old name they would reach Envoy (or nothing) instead of the app."""
+    app = app_container(
+        lifecycle={
+            "postStart": {"httpGet": {"path": "/warm", "port": "http"}},
+            "preStop": {"tcpSocket": {"port": "http"}},
+        },
+        livenessProbe={"tcpSocket": {"port": "http"}},
+    )
+    sidecar = {
+        "name": "other",
+        "image": "o",
+        "ports": [{"name": "admin", "containerPort": 9999}],
+        "lifecycle": {"preStop": {"httpGet": {"path": "/drain", "port": "admin"}}},
+    }
+    pod = make_pod(containers=[app, sidecar])
+    patched = apply_answer(pod, mutate(make_review(pod), config, namespace_opted_in=True))
+    after = container(patched, "app")
+    assert after["lifecycle"]["postStart"]["httpGet"] == {"path": "/warm", "port": "app-http"}
+    assert after["lifecycle"]["preStop"]["tcpSocket"] == {"port": "app-http"}
+    assert after["livenessProbe"]["tcpSocket"]["port"] == "app-http"
+    assert after["ports"] == [{"name": "app-http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container(patched, "other") == sidecar  # other containers' names are their own
+    # Nothing in the app container still names the port Envoy took over.
+    assert '"http"' not in json.dumps(after)
+
+
+def test_hooks_without_a_port_handler_are_left_alone(config: InjectorConfig) -> None:
+    hooks = {
+        "postStart": {"exec": {"command": ["/bin/warm"]}},
+        "preStop": {"sleep": {"seconds": 5}},
+    }
+    pod = make_pod(containers=[app_container(lifecycle=copy.deepcopy(hooks))])
+    patched = apply_answer(pod, mutate(make_review(pod), config, namespace_opted_in=True))
+    assert container(patched, "app")["lifecycle"] == hooks
+
+
 PORT_CHOICE_CASES = [
     # (ports of the app container, annotation app-port, Envoy's port name, app port after)
     (
@@ -282,6 +320,49 @@ REFUSALS = [
         "reserved for the sidecars",
     ),
     ("host network", make_pod(hostNetwork=True), "hostNetwork pods cannot be injected"),
+    (
+        "init container with the sidecar's name",
+        make_pod(initContainers=[{"name": "ztauthz", "image": "busybox"}]),
+        "the pod's initContainers has a container named 'ztauthz'",
+    ),
+    (
+        "init container with envoy's name",
+        make_pod(initContainers=[{"name": "ztauthz-envoy", "image": "busybox"}]),
+        "the pod's initContainers has a container named 'ztauthz-envoy'",
+    ),
+    (
+        "ephemeral container with the sidecar's name",
+        make_pod(ephemeralContainers=[{"name": "ztauthz", "image": "busybox"}]),
+        "the pod's ephemeralContainers has a container named 'ztauthz'",
+    ),
+    (
+        "both sidecars, one of them also an init container",
+        make_pod(
+            containers=[
+                app_container(),
+                {"name": "ztauthz", "image": "z"},
+                {"name": "ztauthz-envoy", "image": "e"},
+            ],
+            initContainers=[{"name": "ztauthz", "image": "busybox"}],
+        ),
+        "a container named 'ztauthz'",
+    ),
+    (
+        "the app port's name on another port too",
+        make_pod(
+            annotations={"ztauthz.dev/app-port": "8080"},
+            containers=[
+                app_container(),
+                {"name": "x", "image": "x", "ports": [{"name": "http", "containerPort": 81}]},
+            ],
+        ),
+        "port name 'http' is used by more than one port of the pod",
+    ),
+    (
+        "ephemeral containers not a list",
+        make_pod(ephemeralContainers={"name": "x"}),
+        "spec.ephemeralContainers is not a list of objects",
+    ),
     (
         "renamed port taken",
         make_pod(

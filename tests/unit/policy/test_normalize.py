@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from app.policy.normalize import PathRejected, normalize_host, normalize_path
+from app.reasons import Reason
 
 ACCEPTED_PATHS = [
     ("/", "/"),
@@ -17,14 +18,16 @@ ACCEPTED_PATHS = [
     ("/?", "/"),
     ("/Invoices", "/Invoices"),  # case is kept: matching is case-sensitive
     ("/caf%C3%A9", "/café"),  # percent-decoded UTF-8
-    ("/café", "/café"),  # already-decoded Unicode is accepted as is
-    ("/%E2%82%AC/x", "/€/x"),
+    ("/%E6%97%A5%E6%9C%AC", "/日本"),  # NFKC-stable letters
+    ("/%E0%A4%95%E0%A4%BF", "/\u0915\u093f"),  # a letter and a combining mark (Devanagari)
     ("/%7Euser", "/~user"),
     ("/a%20b", "/a b"),
     ("/a%2ab", "/a*b"),  # a decoded '*' is a literal character, never a wildcard
     ("/%3F", "/?"),  # an encoded '?' is part of the path, not a query
     ("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
-    ("/a/...", "/a/..."),  # not a dot segment
+    ("/a/..b", "/a/..b"),  # not a dot segment, and no trailing dot
+    ("/a/b.c", "/a/b.c"),
+    ("/a%20b/c", "/a b/c"),  # an inner space is kept
     ("/a/.b", "/a/.b"),
 ]
 
@@ -46,7 +49,8 @@ REJECTED_PATHS = [
     ("/a\nb", "control character in path"),
     ("/a\tb", "control character in path"),
     ("/a\x7f", "control character in path"),
-    ("/a\x85", "control character in path"),
+    ("/a\x85", "non-ASCII character in path"),
+    ("/café", "non-ASCII character in path"),  # raw: RFC 3986 asks for percent-encoding
     ("/a%", "malformed percent-encoding"),
     ("/a%4", "malformed percent-encoding"),
     ("/a%zz", "malformed percent-encoding"),
@@ -65,7 +69,11 @@ REJECTED_PATHS = [
     ("/a%FF", "path is not valid UTF-8"),
     ("/a%C3", "path is not valid UTF-8"),
     ("/a%C0%AF", "path is not valid UTF-8"),  # overlong "/"
-    ("/a\udcff", "path is not valid UTF-8"),  # lone surrogate
+    ("/a\udcff", "non-ASCII character in path"),  # lone surrogate
+    ("/a%ED%A0%80", "path is not valid UTF-8"),  # an encoded surrogate
+    ("/%u002e%u002e/admin", "malformed percent-encoding"),  # IIS %u escapes
+    ("/a/%FF", "path is not valid UTF-8"),
+    ("/a/%C0%AE%C0%AE", "path is not valid UTF-8"),  # overlong "..": a classic bypass
     ("//", "empty path segment"),
     ("//a", "empty path segment"),
     ("/a//b", "empty path segment"),
@@ -82,6 +90,60 @@ REJECTED_PATHS = [
     ("/.%2e/x", "dot segment in path"),
     ("/%2e/x", "dot segment in path"),
 ]
+
+AMBIGUOUS_PATHS = [
+    # Servlet path parameters: Tomcat/Jetty/Spring strip ';...' from every segment
+    ("/public/..;/admin", "path parameter (';') in path"),
+    ("/public/..;jsessionid=1/admin", "path parameter (';') in path"),
+    ("/public/%2e%2e;/admin", "path parameter (';') in path"),
+    ("/public/..%3b/admin", "path parameter (';') in path"),
+    ("/public/..%3B/admin", "path parameter (';') in path"),
+    ("/public/.;/admin", "path parameter (';') in path"),
+    ("/public;x=1/..;/admin", "path parameter (';') in path"),
+    ("/admin;x=1/secret", "path parameter (';') in path"),
+    ("/;/admin", "path parameter (';') in path"),
+    # Windows/IIS trims trailing dots and spaces from a segment
+    ("/public/..%20/admin", "path segment ends with '.' or a space"),
+    ("/public/.%20/admin", "path segment ends with '.' or a space"),
+    ("/public/.../admin", "path segment ends with '.' or a space"),
+    ("/public/..../admin", "path segment ends with '.' or a space"),
+    ("/admin./x", "path segment ends with '.' or a space"),
+    ("/admin%20/x", "path segment ends with '.' or a space"),
+    ("/a/b.", "path segment ends with '.' or a space"),
+    # Unicode compatibility forms (NFKC) and look-alikes of '.', '/', '\\'
+    ("/public/%EF%BC%8E%EF%BC%8E/admin", "path segment changes under Unicode NFKC normalization"),
+    ("/public/%EF%BC%8F..%EF%BC%8Fadmin", "path segment changes under Unicode NFKC normalization"),
+    ("/public/%E2%80%A5/admin", "path segment changes under Unicode NFKC normalization"),
+    ("/public/%EF%BC%BC..x", "path segment changes under Unicode NFKC normalization"),
+    ("/%EF%BD%81dmin", "path segment changes under Unicode NFKC normalization"),  # fullwidth a
+    ("/e%CC%81", "path segment changes under Unicode NFKC normalization"),  # NFD, not NFC
+    ("/%E2%84%AA", "path segment changes under Unicode NFKC normalization"),  # KELVIN SIGN
+    ("/%C2%A0", "path segment changes under Unicode NFKC normalization"),  # NBSP
+    ("/public/..%E2%88%95admin", "non-ASCII punctuation, symbol or space in path"),  # U+2215
+    ("/public/..%E2%81%84admin", "non-ASCII punctuation, symbol or space in path"),  # U+2044
+    ("/public/..%E2%88%96admin", "non-ASCII punctuation, symbol or space in path"),  # U+2216
+    ("/%E2%82%AC/x", "non-ASCII punctuation, symbol or space in path"),  # any symbol
+    ("/a%C2%A5b", "non-ASCII punctuation, symbol or space in path"),  # YEN SIGN: '\\' in cp932
+    ("/a%E3%80%82b", "non-ASCII punctuation, symbol or space in path"),  # ideographic full stop
+    ("/a%E2%80%8Bb", "non-ASCII punctuation, symbol or space in path"),  # zero-width space
+    ("/a%EF%BB%BFb", "non-ASCII punctuation, symbol or space in path"),  # BOM
+    ("/a%E2%80%AEb", "non-ASCII punctuation, symbol or space in path"),  # right-to-left override
+]
+
+
+@pytest.mark.parametrize(("raw", "detail"), AMBIGUOUS_PATHS)
+def test_normalize_path_refuses_ambiguous_paths(raw: str, detail: str) -> None:
+    with pytest.raises(PathRejected) as caught:
+        normalize_path(raw)
+    assert caught.value.detail == detail
+    assert caught.value.reason is Reason.PATH_AMBIGUOUS
+
+
+@pytest.mark.parametrize(("raw", "detail"), REJECTED_PATHS)
+def test_invalid_paths_are_path_rejected(raw: str, detail: str) -> None:
+    with pytest.raises(PathRejected) as caught:
+        normalize_path(raw)
+    assert caught.value.reason is Reason.PATH_REJECTED
 
 
 @pytest.mark.parametrize(("raw", "detail"), REJECTED_PATHS)

@@ -4,6 +4,7 @@ the decision log and the JSON logs captured, and secrets pushed through every pa
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -339,3 +340,56 @@ async def test_no_token_cookie_or_secret_reaches_any_log_line_or_span(issuer: st
     for where, text in everything.items():
         for secret in secrets:
             assert secret not in text, f"a secret reached the {where}"
+
+
+def _signed_with_dev_key(payload: bytes) -> str:
+    """A token signed with the dev issuer's key over exactly ``payload`` (any bytes)."""
+    keys = shared_keys()
+    header = json.dumps({"alg": "RS256", "kid": keys.rsa_kid, "typ": "JWT"}).encode()
+    signing_input = f"{_b64(header)}.{_b64(payload)}"
+    signature = jwt.get_algorithm_by_name("RS256").sign(signing_input.encode(), keys.rsa_key)
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+async def test_every_decision_has_one_line_and_one_sample_that_agree(issuer: str) -> None:
+    """The issue's lone-surrogate token crashed rendering after the metrics had counted an
+    allow, and lost its line. Now it is refused, and every check, refused ones included,
+    gives exactly one line and one metric sample, both saying what the response says."""
+    async with harness(issuer, tracing=True, hash_subjects=True) as h:
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "aud": AUDIENCE,
+            "sub": "PLACEHOLDER",
+            "iat": now,
+            "exp": now + 300,
+            "groups": ["finance"],
+            "scope": "invoices:read",
+        }
+        payload = json.dumps(claims).encode()
+        surrogate = _signed_with_dev_key(payload.replace(b"PLACEHOLDER", b"\\ud800"))
+        nested = _signed_with_dev_key(payload[:-1] + b', "x": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+        tab_scope = _signed_with_dev_key(
+            payload.replace(b"invoices:read", b"openid\\tinvoices:read")
+        )
+        good = _signed_with_dev_key(payload.replace(b"PLACEHOLDER", b"alice"))
+        checks = [
+            await h.check(authorization=f"Bearer {token}")
+            for token in (surrogate, nested, tab_scope, good)
+        ]
+        lines = h.decisions()
+        counts = h.runtime.telemetry.metrics.checks.decisions
+    reasons = [decision.reason.value for _, decision in checks]
+    assert reasons == ["token_malformed", "token_malformed", "token_claims_invalid", "allowed"]
+    assert [line["decision_id"] for line in lines] == [d.decision_id for _, d in checks]
+    for line, (_, decision) in zip(lines, checks, strict=True):
+        VALIDATOR.validate(line)
+        assert line["reason"] == decision.reason.value
+        assert line["status"] == decision.status
+        assert line["decision"] == ("allow" if decision.allow else "deny")
+    sampled = {reason.value: n for (reason, transport), n in counts.items() if n}
+    assert sampled == {"token_malformed": 2, "token_claims_invalid": 1, "allowed": 1}

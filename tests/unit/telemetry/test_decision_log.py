@@ -367,3 +367,19 @@ def test_drops_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> 
     finally:
         stream.release.set()
         log.close()
+
+
+@pytest.mark.parametrize("subject", [subject_view(None), HASHED], ids=["plain", "hashed"])
+def test_a_line_orjson_cannot_write_is_still_written(subject: Any) -> None:
+    """A string orjson refuses (a lone surrogate) never costs the decision its line."""
+    stream = io.StringIO()
+    log = DecisionLog(stream, subject=subject)
+    odd = Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, "r\ud800", "p", principal("\udc00"))
+    for _ in range(3):  # first sight, then the kept fixed part
+        log.record(NOW, ctx("/x\ud800"), odd, DECISION_ID, 1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    for written in lines:
+        out = json.loads(written)
+        assert out["decision_id"] == DECISION_ID and out["reason"] == "allowed"
+        assert out["rule"] == "r\ud800"

@@ -74,6 +74,8 @@ def test_anonymous_allow_asks_envoy_to_remove_every_identity_header_it_does_not_
         ("a,b", "a%2Cb"),
         ("100%", "100%25"),
         ("jürgen", "j%C3%BCrgen"),
+        ("\ud800", "%ED%A0%80"),  # a lone surrogate: encoded, never an exception
+        ("a\udfffb", "a%ED%BF%BFb"),
     ],
 )
 def test_header_values_cannot_inject_or_split(value: str, expected: str) -> None:

@@ -12,9 +12,10 @@ import pytest
 
 from app.evidence.model import Device, Evidence, Location, Workload
 from app.identity.principal import Principal
+from app.policy.compile import LoadOptions
 from app.policy.evaluate import PolicyInput, evaluate, with_evidence
 from app.policy.index import CompiledPolicies
-from app.policy.loader import LoadOptions, PolicyLoadError, load_policy_dir
+from app.policy.loader import load_policy_dir
 from app.policy.model import DeviceRequirement, LocationRequirement, WorkloadRequirement
 from app.policy.posture import (
     EvidenceMiss,
@@ -25,6 +26,7 @@ from app.policy.posture import (
     version_at_least,
     workload_miss,
 )
+from app.policy.problem import PolicyLoadError
 from app.reasons import Reason
 
 NOW = 2_000_000_000.0

@@ -40,6 +40,7 @@ from tests.unit.identity.identity_support import (
     mint,
     public_jwk,
     rsa_key,
+    signed_raw,
     unsigned,
 )
 
@@ -273,7 +274,8 @@ ATTACKS: list[tuple[str, TokenMaker, Reason]] = [
         lambda e: good(e, exp=int(NOW) + 3600),
         Reason.TOKEN_LIFETIME_EXCEEDED,
     ),
-    ("exp NaN", lambda e: good(e, exp=float("nan")), Reason.TOKEN_CLAIMS_INVALID),
+    # NaN is not JSON (RFC 8259 §6): the payload is refused before its claims are read
+    ("exp NaN", lambda e: good(e, exp=float("nan")), Reason.TOKEN_MALFORMED),
     # claims
     ("missing exp", lambda e: good(e, exp=None), Reason.TOKEN_CLAIMS_MISSING),
     ("missing iat", lambda e: good(e, iat=None), Reason.TOKEN_CLAIMS_MISSING),
@@ -366,6 +368,189 @@ ATTACKS: list[tuple[str, TokenMaker, Reason]] = [
     ("non-ASCII", lambda e: good(e)[:-2] + "\u00e9\u00e9", Reason.TOKEN_MALFORMED),
     ("JWE-shaped (5 segments)", lambda e: "a.b.c.d.e", Reason.TOKEN_MALFORMED),
 ]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+RS256 = b'{"alg":"RS256","kid":"rsa-a"}'
+
+
+def _signed(header: bytes, payload: bytes) -> str:
+    return signed_raw(rsa_key("a"), header, payload)
+
+
+def _payload(e: Env, **overrides: Any) -> bytes:
+    return _json(claims(e.a, **overrides))
+
+
+def _nested(levels: int, leaf: bytes = b"1", kind: str = "[") -> bytes:
+    if kind == "[":
+        return b"[" * levels + leaf + b"]" * levels
+    return b'{"":' * levels + leaf + b"}" * levels
+
+
+# Hostile JSON under a *valid* signature (issuer A's key): only the parser stands in the way.
+SIGNED_JSON_ATTACKS: list[tuple[str, TokenMaker, Reason]] = [
+    (
+        "payload nested 1000 arrays deep",
+        lambda e: _signed(RS256, _payload(e)[:-1] + b',"x":' + _nested(1000) + b"}"),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "payload nested 500 objects deep",
+        lambda e: _signed(RS256, _payload(e)[:-1] + b',"x":' + _nested(500, kind="{") + b"}"),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "header nested 500 objects deep",
+        lambda e: _signed(RS256[:-1] + b',"x":' + _nested(500, kind="{") + b"}", _payload(e)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "payload nested 33 deep (one past the bound)",
+        lambda e: _signed(RS256, _payload(e)[:-1] + b',"x":' + _nested(32) + b"}"),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "lone surrogate in sub",
+        lambda e: _signed(RS256, _payload(e, sub="x").replace(b'"x"', b'"\\ud800"')),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "lone surrogate in a group",
+        lambda e: _signed(RS256, _payload(e, groups=["x"]).replace(b'"x"', b'"a\\udfffb"')),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "payload in UTF-16",
+        lambda e: _signed(RS256, json.dumps(claims(e.a)).encode("utf-16")),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "payload in UTF-16-LE without BOM",
+        lambda e: _signed(RS256, json.dumps(claims(e.a)).encode("utf-16-le")),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "payload with a UTF-8 BOM",
+        lambda e: _signed(RS256, b"\xef\xbb\xbf" + _payload(e)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "header in UTF-32",
+        lambda e: _signed(json.dumps({"alg": "RS256", "kid": "rsa-a"}).encode("utf-32"), b"{}"),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "duplicate sub (first one for other readers)",
+        lambda e: _signed(RS256, b'{"sub":"admin",' + _payload(e)[1:]),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "duplicate alg in the header",
+        lambda e: _signed(b'{"alg":"none","alg":"RS256","kid":"rsa-a"}', _payload(e)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "duplicate name in a nested claim",
+        lambda e: _signed(RS256, _payload(e)[:-1] + b',"cnf":{"jkt":"a","jkt":"b"}}'),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "exp Infinity",
+        lambda e: _signed(RS256, _payload(e, exp=1).replace(b'"exp":1', b'"exp":Infinity')),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "exp 1e400 (overflows a double)",
+        lambda e: _signed(RS256, _payload(e, exp=1).replace(b'"exp":1', b'"exp":1e400')),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "exp a 40-digit integer",
+        lambda e: _signed(RS256, _payload(e, exp=10**40)),
+        Reason.TOKEN_LIFETIME_EXCEEDED,
+    ),
+    (
+        "exp beyond a double",
+        lambda e: _signed(RS256, _payload(e, exp=10**400)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "iat a 40-digit negative integer",
+        lambda e: _signed(RS256, _payload(e, iat=-(10**40))),
+        Reason.TOKEN_LIFETIME_EXCEEDED,
+    ),
+    (
+        "auth_time a 30-digit integer",
+        lambda e: _signed(RS256, _payload(e, auth_time=10**30)),
+        Reason.TOKEN_CLAIMS_INVALID,
+    ),
+    (
+        "a 2000-digit number",
+        lambda e: _signed(RS256, _payload(e)[:-1] + b',"n":' + b"9" * 2000 + b"}"),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "kid a number",
+        lambda e: _signed(b'{"alg":"RS256","kid":7}', _payload(e)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "kid an object",
+        lambda e: _signed(b'{"alg":"RS256","kid":{"a":"rsa-a"}}', _payload(e)),
+        Reason.TOKEN_MALFORMED,
+    ),
+    (
+        "alg a list",
+        lambda e: _signed(b'{"alg":["RS256"],"kid":"rsa-a"}', _payload(e)),
+        Reason.TOKEN_ALGORITHM_NOT_ALLOWED,
+    ),
+    (
+        "typ a list",
+        lambda e: _signed(b'{"alg":"RS256","kid":"rsa-a","typ":["JWT"]}', _payload(e)),
+        Reason.TOKEN_TYPE_INVALID,
+    ),
+    (
+        "typ null",
+        lambda e: _signed(b'{"alg":"RS256","kid":"rsa-a","typ":null}', _payload(e)),
+        Reason.TOKEN_TYPE_INVALID,
+    ),
+    (
+        "scope split by a tab",
+        lambda e: _signed(RS256, _payload(e, scope="openid\tapi:read")),
+        Reason.TOKEN_CLAIMS_INVALID,
+    ),
+    (
+        "scope split by a no-break space",
+        lambda e: _signed(RS256, _payload(e, scope="openid\u00a0api:read")),
+        Reason.TOKEN_CLAIMS_INVALID,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [case[1:] for case in SIGNED_JSON_ATTACKS],
+    ids=[case[0] for case in SIGNED_JSON_ATTACKS],
+)
+async def test_hostile_json_under_a_valid_signature_is_refused(
+    env: Env, make: TokenMaker, expected: Reason
+) -> None:
+    assert await refused(env, make(env)) is expected
+
+
+async def test_a_long_kid_is_an_unknown_key(env: Env) -> None:
+    header = _json({"alg": "RS256", "kid": "k" * 1500})
+    assert await refused(env, _signed(header, _payload(env))) is Reason.TOKEN_KEY_UNKNOWN
+
+
+async def test_the_signed_raw_helper_makes_valid_tokens(env: Env) -> None:
+    """The attacks above differ from an accepted token only in the JSON they carry."""
+    principal = await env.verifier.verify(_signed(RS256, _payload(env)), env.clock.now)
+    assert principal.subject == "user-1"
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,11 @@ def test_pod_entry_injects_a_pod_that_asked(webhook: Webhook) -> None:
     ("body", "message"),
     [
         (b"{not json", "malformed AdmissionReview: the body is not JSON"),
+        (b"\xff\xfe{}", "malformed AdmissionReview: the body is not JSON"),
+        # Deep nesting answered a bare 500 (RecursionError in the JSON parser).
+        (b"[" * 5000 + b"]" * 5000, "nests more than 100 levels deep"),
+        (b'{"a":' * 1000 + b"1" + b"}" * 1000, "nests more than 100 levels deep"),
+        (b"[" * 100_000, "nests more than 100 levels deep"),
         (b"[]", "malformed AdmissionReview: expected a JSON object"),
         (
             json.dumps(

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from app.identity.principal import Principal
+from app.policy.compile import LoadOptions
 from app.policy.evaluate import PolicyInput, evaluate
 from app.policy.index import CompiledPolicies
-from app.policy.loader import LoadOptions, check_policy_dir
+from app.policy.loader import check_policy_dir
 from app.reasons import Reason
 
 CompilePolicies = Callable[..., CompiledPolicies]

@@ -5,13 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from app.policy.loader import (
-    PolicyLoadError,
-    Problem,
-    check_policy_dir,
-    load_policy_dir,
-    path_pattern_problem,
-)
+from app.policy.compile import path_pattern_problem
+from app.policy.loader import check_policy_dir, load_policy_dir
+from app.policy.problem import PolicyLoadError, Problem
 
 GOOD = """\
 apiVersion: ztauthz/v1

@@ -12,7 +12,7 @@ import pytest
 
 from app.dev.cli import add_dev_commands
 from app.dev.keys import DevKeys
-from app.dev.stack import Ports, bind_config, demo_config
+from app.dev.stack_config import Ports, bind_config, demo_config
 from app.dev.tokens import identity_device_claims, mint, mint_device_token
 from app.settings import Settings
 

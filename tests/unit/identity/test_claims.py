@@ -145,6 +145,30 @@ def test_read_scopes(value: Any, expected: frozenset[str]) -> None:
     assert read_scopes({"scope": value}, "scope") == expected
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "openid\tapi:read",  # str.split() made this two scopes, granting api:read
+        "openid\u00a0api:read",  # no-break space
+        "openid\u2003api:read",  # em space
+        "openid\napi:read",
+        "openid\x0bapi:read",
+        "openid\x1fapi:read",
+        'quote"d',
+        "back\\slash",
+        "caf\u00e9",
+        ["openid", "api read"],  # a list item is one scope-token, never two
+        ["openid\tapi:read"],
+        [""],
+    ],
+)
+def test_scopes_split_on_space_only_and_must_be_scope_tokens(value: Any) -> None:
+    """RFC 6749 §3.3: scope-tokens are %x21 / %x23-5B / %x5D-7E, separated by SP alone."""
+    with pytest.raises(TokenError) as caught:
+        read_scopes({"scope": value}, "scope")
+    assert caught.value.reason is Reason.TOKEN_CLAIMS_INVALID
+
+
 def test_claim_at_prefers_literal_dotted_name() -> None:
     claims = {"a.b": "literal", "a": {"b": "nested"}}
     assert claim_at(claims, "a.b") == "literal"

@@ -1,5 +1,5 @@
-"""The JWS reader's JSON: orjson where it reads exactly what Python's parser reads, Python's
-parser everywhere else, so a claim never reads differently depending on the path."""
+"""The JWS reader's JSON: I-JSON only (RFC 7493), and what it accepts it reads exactly as
+Python's parser does, so a claim never reads differently depending on the path."""
 
 from __future__ import annotations
 
@@ -37,17 +37,18 @@ TRICKY = [
     b'{"n": 18446744073709551616}',
     b'{"n": -9223372036854775809}',
     b'{"n": 123456789012345678901234567890}',
-    b'{"n": 1e400}',
+    b'{"n": -123456789012345678901234567890}',
+    b'{"n": [1, {"m": 99999999999999999999999}]}',
+    b'{"n": 1e300}',
     b'{"n": -0.0}',
     b'{"n": 0.1}',
     b'{"n": 2.5e-324}',
-    b'{"n": NaN}',
-    b'{"n": Infinity}',
-    b'{"s": "\\ud800"}',
     b'{"s": "\\u00e9\\ud83d\\ude00"}',
-    b'{"a": 1, "a": 2}',
     b'{"jti": "1234567890123456789012"}',
     b'{"nested": {"groups": ["a", "b"], "x": [1, 2.0, true, null]}}',
+    b'{"a": ":x", "b": "y\\":"}',  # string values ending like member names
+    b'{"a" : 1, "b"\t:\n2}',  # whitespace between names and colons
+    b'{"deep": ' + b"[" * 31 + b"]" * 31 + b"}",  # MAX_DEPTH levels in all
 ]
 
 
@@ -79,6 +80,42 @@ def test_random_documents_read_the_same() -> None:
         document = {f"c{i}": value(0) for i in range(rng.randrange(1, 8))}
         raw = json.dumps(document, ensure_ascii=rng.random() < 0.5).encode()
         assert same(_loads(raw), json.loads(raw)), raw
+
+
+REFUSED = {
+    "nan": b'{"n": NaN}',
+    "infinity": b'{"n": Infinity}',
+    "overflowing number": b'{"n": 1e400}',
+    "lone surrogate": b'{"s": "\\ud800"}',
+    "lone low surrogate": b'{"s": "a\\udc00b"}',
+    "duplicate name": b'{"a": 1, "a": 2}',
+    "duplicate nested name": b'{"x": {"sub": "a", "sub": "b"}}',
+    "duplicate name in an array": b'{"x": [{"k": 1, "k": 1}]}',
+    "duplicate behind whitespace": b'{"a" : 1, "a":2}',
+    "utf-8 bom": b'\xef\xbb\xbf{"a": 1}',
+    "utf-16": '{"a": 1}'.encode("utf-16"),
+    "utf-16-le": '{"a": 1}'.encode("utf-16-le"),
+    "utf-16-be": '{"a": 1}'.encode("utf-16-be"),
+    "utf-32": '{"a": 1}'.encode("utf-32"),
+    "invalid utf-8": b'{"a": "\xff"}',
+    "overlong utf-8": b'{"a": "\xc0\xaf"}',
+    "raw control character": b'{"a": "\x01"}',
+    "trailing data": b'{"a": 1} {}',
+    "too deep arrays": b'{"a": ' + b"[" * 32 + b"]" * 32 + b"}",
+    "too deep objects": b'{"a": ' + b'{"a": ' * 32 + b"1" + b"}" * 33,
+    "a thousand levels": b"[" * 1000 + b"]" * 1000,
+    "a thousand open levels": b'{"a":' + b"[" * 1000,
+    "ten thousand levels": b'{"a":' + b'{"a":' * 10_000 + b"1" + b"}" * 10_001,
+}
+
+
+@pytest.mark.parametrize("raw", REFUSED.values(), ids=REFUSED.keys())
+def test_what_is_not_i_json_is_malformed(raw: bytes) -> None:
+    """RFC 7519 §7.2, RFC 8259 §8.1, RFC 7493 §2: UTF-8, no lone surrogates, real numbers,
+    unique names; and a bounded depth, refused without recursion."""
+    with pytest.raises(TokenError) as caught:
+        _object(raw, "payload")
+    assert caught.value.reason is Reason.TOKEN_MALFORMED
 
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"{", b"\xff\xfe", b"{'a': 1}", b""])

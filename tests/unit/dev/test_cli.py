@@ -127,7 +127,7 @@ def test_dev_token_refuses_keys_others_can_read(
 
 def test_dev_stack_delegates_every_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[argparse.Namespace] = []
-    fake = types.ModuleType("app.dev.stack")
+    fake = types.ModuleType("app.dev.demo")
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=10000)
@@ -139,7 +139,7 @@ def test_dev_stack_delegates_every_argument(monkeypatch: pytest.MonkeyPatch) -> 
 
     fake.add_arguments = add_arguments  # type: ignore[attr-defined]
     fake.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.dev.stack", fake)
+    monkeypatch.setitem(sys.modules, "app.dev.demo", fake)
     assert _run(["stack", "--port", "18000", "--keep"]) == 7
     assert (seen[0].port, seen[0].keep) == (18000, True)
     with pytest.raises(SystemExit) as info:  # the stack's own parser answers --help
@@ -150,9 +150,9 @@ def test_dev_stack_delegates_every_argument(monkeypatch: pytest.MonkeyPatch) -> 
 def test_dev_stack_explains_when_unavailable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "app.dev.stack", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "app.dev.demo", None)  # makes the import fail
     assert _run(["stack"]) == 2
-    assert "app.dev.stack is missing" in capsys.readouterr().err
+    assert "app.dev.demo is missing" in capsys.readouterr().err
 
 
 def test_building_the_parser_imports_no_dev_machinery() -> None:
@@ -166,6 +166,6 @@ def test_building_the_parser_imports_no_dev_machinery() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     loaded = set(json.loads(done.stdout))
-    heavy = {"app.dev.keys", "app.dev.issuer", "app.dev.stack", "jwt", "uvicorn", "cryptography"}
+    heavy = {"app.dev.keys", "app.dev.issuer", "app.dev.demo", "jwt", "uvicorn", "cryptography"}
     assert not heavy & loaded
     assert "app.dev.cli" in loaded
