@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.identity.errors import TokenError
@@ -22,20 +23,37 @@ from app.shared import shared_names
 _MISSING = object()
 
 
-def validate_claims(payload: Mapping[str, Any], issuer: Issuer, now: float) -> None:
-    """Raise TokenError unless the verified ``payload`` is acceptable for ``issuer`` at ``now``."""
+@dataclass(frozen=True, slots=True)
+class ValidClaims:
+    """What ``validate_claims`` read while it validated, so that nothing is read twice: the
+    audience, groups and scopes as the Principal holds them, and the times as numbers."""
+
+    audience: tuple[str, ...]
+    groups: frozenset[str]
+    scopes: frozenset[str]
+    exp: float
+    iat: float
+    nbf: float | None
+
+
+def validate_claims(payload: Mapping[str, Any], issuer: Issuer, now: float) -> ValidClaims:
+    """Raise TokenError unless the verified ``payload`` is acceptable for ``issuer`` at ``now``;
+    what was read on the way, when it is."""
     leeway = issuer.leeway.total_seconds()
     validate_iss(payload, issuer.issuer)
-    validate_aud(payload, issuer.audiences)
+    audience = read_audience(payload)
+    if not set(audience).intersection(issuer.audiences):  # validate_aud, on what was read
+        raise TokenError(Reason.TOKEN_AUDIENCE_INVALID, "aud names none of our audiences")
     exp = validate_exp(payload, now, leeway)
     iat = validate_iat(payload, now, leeway)
-    validate_nbf(payload, now, leeway)
+    nbf = validate_nbf(payload, now, leeway)
     validate_lifetime(exp, iat, issuer.max_token_lifetime.total_seconds())
     validate_sub(payload)
     for name in ("jti", "client_id", "azp"):
         validate_optional_string(payload, name)
-    read_groups(payload, issuer.claims.groups)
-    read_scopes(payload, issuer.claims.scopes)
+    groups = read_groups(payload, issuer.claims.groups)
+    scopes = read_scopes(payload, issuer.claims.scopes)
+    return ValidClaims(audience, groups, scopes, exp, iat, nbf)
 
 
 def validate_iss(payload: Mapping[str, Any], expected: str) -> None:

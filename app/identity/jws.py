@@ -31,7 +31,6 @@ is ``token_malformed``, before any key is looked up:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -58,9 +57,16 @@ class Compact:
     signature: bytes
 
 
+_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"===", b"==", b"=")  # by length % 4 (1 is never valid base64)
+
+
 def _segment(text: str, what: str) -> bytes:
+    """A base64url segment decoded: what ``base64.urlsafe_b64decode`` does, without its
+    generic argument handling (three segments per token)."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = text.encode("ascii").translate(_STANDARD) + _PADDING[len(text) % 4]
+        return binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, ValueError):
         raise TokenError(Reason.TOKEN_MALFORMED, f"{what} is not base64url") from None
 
@@ -151,8 +157,39 @@ def parse_compact(token: str) -> Compact:
     match = _COMPACT.fullmatch(token)
     if match is None:
         raise TokenError(Reason.TOKEN_MALFORMED, "not a compact JWS of three base64url segments")
-    header_text, payload_text, signature_text = match.groups()
-    header = _object(_segment(header_text, "header"), "header")
+    return _parsed(token, match, _object(_segment(match.group(1), "header"), "header"))
+
+
+def read_jws(token: str) -> Compact | None:
+    """``parse_compact(token)`` when ``token`` ``looks_like_jws``, else None (an opaque token),
+    with the expression matched and the header read once for both questions.
+
+    Every token an issuer signs with one key has the same header, character for character: a
+    header read before is not read again (``_HEADERS``, bounded; only headers that were read
+    successfully, each kept as its own copy, so no caller's change could reach another)."""
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        return None
+    header_text = match.group(1)
+    known = _HEADERS.get(header_text)
+    if known is None:
+        try:
+            known = _object(_segment(header_text, "header"), "header")
+        except TokenError:
+            return None
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[header_text] = known
+    return _parsed(token, match, dict(known))
+
+
+# Headers read by read_jws, by their base64url text: a handful per issuer (one per key).
+_MAX_HEADERS = 256
+_HEADERS: dict[str, dict[str, Any]] = {}
+
+
+def _parsed(token: str, match: re.Match[str], header: dict[str, Any]) -> Compact:
+    _, payload_text, signature_text = match.groups()
     if "kid" in header and not isinstance(header["kid"], str):
         raise TokenError(Reason.TOKEN_MALFORMED, "kid is not a string")
     if "crit" in header or header.get("b64", True) is not True:

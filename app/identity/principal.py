@@ -10,7 +10,7 @@ from sys import intern
 from types import MappingProxyType
 from typing import Any
 
-from app.identity.claims import read_audience, read_groups, read_scopes
+from app.identity.claims import ValidClaims, read_audience, read_groups, read_scopes
 from app.identity.errors import TokenError
 from app.reasons import Reason
 
@@ -39,14 +39,38 @@ def principal_from_claims(
 ) -> Principal:
     """The Principal for claims that are already verified (or, in ``ztauthz policy test`` and
     ``explain``, given as claims). Raises TokenError for claims of the wrong type."""
+    return _principal(
+        payload,
+        issuer,
+        read_groups(payload, groups_claim),
+        read_scopes(payload, scopes_claim),
+        read_audience(payload),
+    )
+
+
+def principal_from_valid_claims(
+    payload: Mapping[str, Any], issuer: str, valid: ValidClaims
+) -> Principal:
+    """``principal_from_claims`` for a payload ``validate_claims`` accepted, from what it read
+    (the audience, groups and scopes are not read again)."""
+    return _principal(payload, issuer, valid.groups, valid.scopes, valid.audience)
+
+
+def _principal(
+    payload: Mapping[str, Any],
+    issuer: str,
+    groups: frozenset[str],
+    scopes: frozenset[str],
+    audience: tuple[str, ...],
+) -> Principal:
     client_id = payload.get("client_id")
     acr, amr, auth_time = read_auth_strength(payload)
     return Principal(
         issuer=issuer,
         subject=payload["sub"],
-        groups=read_groups(payload, groups_claim),
-        scopes=read_scopes(payload, scopes_claim),
-        audience=read_audience(payload),
+        groups=groups,
+        scopes=scopes,
+        audience=audience,
         expires_at=int(payload["exp"]),
         issued_at=int(payload["iat"]),
         # A private copy, its keys interned: a cached Principal keeps it for the token's life.

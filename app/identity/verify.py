@@ -34,12 +34,12 @@ from typing import Any
 
 import httpx
 
-from app.identity.claims import validate_claims
+from app.identity.claims import ValidClaims, validate_claims
 from app.identity.errors import TokenError
 from app.identity.introspection import Introspector
 from app.identity.jwks import JwksCache, KeyGenerations, KeySource, RefreshObserver
-from app.identity.jws import looks_like_jws, parse_compact, verify_signature
-from app.identity.principal import Principal, principal_from_claims
+from app.identity.jws import looks_like_jws, read_jws, verify_signature
+from app.identity.principal import Principal, principal_from_valid_claims
 from app.identity.token_cache import CachedVerification, TokenCache, token_digest
 from app.reasons import Reason
 from app.settings import Issuer
@@ -101,13 +101,13 @@ class TokenVerifier:
             if cached is not None:
                 cached.recheck(now)
                 return cached.principal
-        if not looks_like_jws(token):
+        compact = read_jws(token)  # None: no JWS at all (an opaque token)
+        if compact is None:
             if opaque is None:
                 raise TokenError(
                     Reason.TOKEN_MALFORMED, "not a JWS, and no issuer takes opaque tokens"
                 )
             return await opaque.introspect(token, now)
-        compact = parse_compact(token)
         issuer = self._select_issuer(compact.payload)
         alg = _check_header(compact.header, issuer)
         source = self._sources[issuer.issuer]
@@ -117,10 +117,10 @@ class TokenVerifier:
         generation = None if versioned is None else versioned.key_generation(now)
         verify_signature(compact, key, alg)
         payload = compact.payload
-        validate_claims(payload, issuer, now)
-        principal = _principal(payload, issuer)
+        valid = validate_claims(payload, issuer, now)  # every claim read once, here
+        principal = principal_from_valid_claims(payload, issuer.issuer, valid)
         if cache is not None and versioned is not None and generation is not None:
-            cache.store(digest, _remembered(principal, payload, issuer, versioned, generation))
+            cache.store(digest, _remembered(principal, valid, issuer, versioned, generation))
         return principal
 
     async def confirm(self, token: str, principal: Principal, now: float) -> None:
@@ -160,20 +160,19 @@ class TokenVerifier:
 
 def _remembered(
     principal: Principal,
-    payload: Mapping[str, Any],
+    valid: ValidClaims,
     issuer: Issuer,
     source: KeyGenerations,
     generation: int,
 ) -> CachedVerification:
     """What the cache keeps of a verified token: validate_claims has checked the numbers."""
-    nbf = payload.get("nbf")
     return CachedVerification(
         principal=principal,
         source=source,
         generation=generation,
-        exp=float(payload["exp"]),
-        iat=float(payload["iat"]),
-        nbf=None if nbf is None else float(nbf),
+        exp=valid.exp,
+        iat=valid.iat,
+        nbf=valid.nbf,
         leeway=issuer.leeway.total_seconds(),
     )
 
@@ -190,10 +189,6 @@ def _check_header(header: Mapping[str, Any], issuer: Issuer) -> str:
         # No critical extension is understood here; RFC 7515 §4.1.11 says reject.
         raise TokenError(Reason.TOKEN_MALFORMED, "crit header is not supported")
     return alg
-
-
-def _principal(payload: dict[str, Any], issuer: Issuer) -> Principal:
-    return principal_from_claims(payload, issuer.issuer, issuer.claims.groups, issuer.claims.scopes)
 
 
 def build_key_sources(
