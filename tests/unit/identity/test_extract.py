@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.identity.errors import TokenError
 from app.identity.extract import Credential, extract_credential
@@ -81,3 +83,30 @@ def test_error_message_never_contains_the_credential() -> None:
     with pytest.raises(TokenError) as caught:
         extract_credential({"authorization": "Basic c2VjcmV0LXBhc3N3b3Jk"}, None)
     assert "c2VjcmV0" not in str(caught.value)
+
+
+# -- the expressions are the definition; the scan that runs per check gives their answers ---
+
+_CHARS = st.sampled_from(list("Bearer DPoPdpop BEARER=+/-._~\t\u212a\u0130aZ09,;é"))
+
+
+@given(st.text(_CHARS, max_size=30) | st.text(max_size=30))
+def test_is_b64token_answers_as_the_expression(text: str) -> None:
+    from app.identity.extract import _TOKEN, is_b64token
+
+    assert is_b64token(text) == (_TOKEN.fullmatch(text) is not None)
+
+
+@given(st.text(_CHARS, max_size=30) | st.text(max_size=30))
+def test_the_authorization_header_is_read_as_the_expressions_read_it(value: str) -> None:
+    from app.identity.extract import _BEARER, _DPOP, _OWS, _from_authorization
+
+    stripped = value.strip(_OWS)
+    bearer, dpop = _BEARER.fullmatch(stripped), _DPOP.fullmatch(stripped)
+    if bearer is None and dpop is None:
+        with pytest.raises(TokenError):
+            _from_authorization(value)
+        return
+    credential = _from_authorization(value)
+    expected = ("bearer", bearer.group(1)) if bearer else ("dpop", dpop.group(1))  # type: ignore[union-attr]
+    assert (credential.scheme, credential.token) == expected
