@@ -38,17 +38,16 @@ class Credential:
 
 _TOKEN = re.compile(_B64TOKEN)
 _OWS = " \t"
-# The b64token characters, deleted by str.translate: what is left of a token's body is what
-# _B64TOKEN would not match. Scanning a 1 KB token so costs a fifth of the expression (every
+# The b64token characters, deleted by bytes.translate: what is left of a token's body is what
+# _B64TOKEN would not match. Scanning a 1 KB token so costs a third of the expression (every
 # check reads its Authorization header); a unit test holds the two to the same answers.
-_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
-_NOT_B64 = str.maketrans("", "", _B64_CHARS)
+_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 
 def is_b64token(text: str) -> bool:
     """``_TOKEN.fullmatch(text) is not None``, faster: 1*b64char *"=" (RFC 6750 §2.1)."""
     body = text.rstrip("=")
-    return bool(body) and body.isascii() and not body.translate(_NOT_B64)
+    return bool(body) and body.isascii() and not body.encode("ascii").translate(None, _B64_CHARS)
 
 
 def extract_credential(headers: Mapping[str, str], cookie_name: str | None) -> Credential | None:
