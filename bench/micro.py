@@ -215,7 +215,7 @@ def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str
 
     from app.decision import Decision
     from app.reasons import Reason
-    from app.telemetry.decision_log import decision_line
+    from app.telemetry.decision_log import compact, decision_line
     from app.telemetry.subject import subject_view
 
     principal = principal_from_claims(
@@ -242,7 +242,8 @@ def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str
     )
     ctx = inprocess.context("x")
     entry = (time.time(), ctx, decision, "d-0123456789abcdef", 42, None, None)
-    line = decision_line(entry, subject_view(None))
+    complete = decision_line(entry, subject_view(None))  # schema 1 wrote every field
+    line = compact(complete)  # what schema 2 writes
     encoders: dict[str, Callable[[dict[str, Any]], bytes]] = {
         "json (stdlib)": lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
         "orjson": orjson.dumps,
@@ -262,9 +263,14 @@ def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str
                 encode(line)
             batches.append(time.perf_counter() - began)
         timings[name] = round(_median_us(batches, 10_000), 3)
-    results = {"bytes_v2": len(orjson.dumps(line)), "encode_us": timings}
+    results = {
+        "bytes_v1": len(orjson.dumps({**complete, "schema": 1})),
+        "bytes_v2": len(orjson.dumps(line)),
+        "encode_us": timings,
+    }
     log(
-        f"  decision log: one line of {results['bytes_v2']} bytes encoded in "
+        f"  decision log: one line of {results['bytes_v2']} bytes (schema 1: "
+        f"{results['bytes_v1']}) encoded in "
         + ", ".join(f"{us:.2f} us ({name})" for name, us in timings.items())
     )
     return results

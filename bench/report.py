@@ -149,8 +149,8 @@ def markdown(
     encoding = micro.get("decision_log")
     if encoding is not None:
         parts += [
-            f"| one decision-log line ({encoding['bytes_v2']} bytes, v2), encoded with "
-            f"{name} | {us:.2f} |"
+            f"| one decision-log line ({encoding['bytes_v2']} bytes in schema 2, "
+            f"{encoding.get('bytes_v1', '?')} in schema 1), encoded with {name} | {us:.2f} |"
             for name, us in encoding["encode_us"].items()
         ]
     parts += [f"| policy evaluation, {int(n):,} rules | {us:.2f} |" for n, us in policy.items()]
