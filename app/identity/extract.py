@@ -39,8 +39,9 @@ class Credential:
 _TOKEN = re.compile(_B64TOKEN)
 _OWS = " \t"
 # The b64token characters, deleted by bytes.translate: what is left of a token's body is what
-# _B64TOKEN would not match. Scanning a 1 KB token so costs a third of the expression (every
-# check reads its Authorization header); a unit test holds the two to the same answers.
+# _B64TOKEN would not match. Every check reads its Authorization header, and this scan costs
+# less than the expression (bench/README.md, Cold path); a unit test holds the two to the same
+# answers.
 _B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 

@@ -1,10 +1,9 @@
 """The decision log: exactly one JSON line per check, on stdout, never blocking the check.
 
-``record`` turns the decision into its JSON line (orjson: about a microsecond; the standard
-library's json takes ten times as long, msgspec the same as orjson: bench/README.md) and
-appends it, with its newline, to one bounded buffer (allow lines may be sampled out first;
-denials never are). A background thread takes the whole buffer at once and writes it to the file
-descriptor: it only ever does I/O, which releases the GIL, so it never holds the event loop up
+``record`` turns the decision into its JSON line (orjson, the fastest of the encoders
+measured in bench/README.md) and appends it, with its newline, to one bounded buffer (allow
+lines may be sampled out first; denials never are). A background thread takes the whole buffer
+at once and writes it to the file descriptor: it only ever does I/O, which releases the GIL, so it never holds the event loop up
 for long (formatting lines there instead made the loop wait for the GIL in bursts, which showed
 as a ten-fold p99), and no line object outlives its check or is freed by another thread. It
 wakes every ``_WAKE_INTERVAL``, or at once when half the queue is full: every wake-up hands the
