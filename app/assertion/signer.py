@@ -23,7 +23,6 @@ change in one thread); a bad change keeps the keys in force and is reported
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -33,6 +32,7 @@ from typing import Protocol
 
 import jwt
 
+from app import tasks
 from app.assertion.audience import Audiences
 from app.assertion.claims import assertion_claims
 from app.assertion.keys import KeyFileError, KeyRing, SigningKey, load_keys
@@ -269,8 +269,5 @@ class AssertionSigner:
                 log.exception("assertion keys: reload failed")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
