@@ -1,7 +1,7 @@
 """Signing the assertion on every allow, cheaply, and keeping its keys current.
 
-``AssertionSigner.attach`` runs on every allowed check (``Checker.check``). Signing costs about
-60 µs (EdDSA), 100 µs (ES256) or 700 µs (RS256, 2048 bits) on a quiet core, so a signed
+``AssertionSigner.attach`` runs on every allowed check (``Checker.check``). A signature costs
+several times a cached decision (``make bench`` measures it: bench/README.md), so a signed
 assertion is reused for the next allows with the same claims: the same principal (as verified:
 issuer, subject, groups, scopes, client, authentication strength, token expiry), audience,
 evidence, policy version, rule, policy, grants and signing key. It is reused only while more
