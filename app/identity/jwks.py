@@ -25,7 +25,6 @@ over modules would put one invariant in several places.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 import jwt
 
+from app import tasks
 from app.identity.discovery import KeyFetchError, fetch_json, fetch_jwks_uri, safe_url
 from app.identity.errors import TokenError
 from app.reasons import Reason
@@ -303,10 +303,7 @@ class JwksCache:
 
     async def aclose(self) -> None:
         for task in (self._runner, self._inflight):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await tasks.stop(task)
         self._runner = None
         self._inflight = None
 

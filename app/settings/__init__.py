@@ -7,7 +7,7 @@ package's public surface.
 """
 
 from app.settings.assertion import ASSERTION_HEADER, AssertionRoute, AssertionSettings
-from app.settings.base import Model, check_url
+from app.settings.base import SUPPORTED_ALGORITHMS, Model, check_url
 from app.settings.dpop import DpopNonceSettings, DpopSettings
 from app.settings.evidence import (
     ClientCertificateSettings,
@@ -20,7 +20,7 @@ from app.settings.evidence import (
     LocationSettings,
     TokenClaimEvidence,
 )
-from app.settings.issuers import SUPPORTED_ALGORITHMS, ClaimNames, Issuer, Jwks, Token
+from app.settings.issuers import ClaimNames, Issuer, Jwks, Token
 from app.settings.load import ConfigError, load_settings
 from app.settings.model import Settings
 from app.settings.policy import GrantSettings, ReloadSettings

@@ -33,6 +33,24 @@ def check_url(value: str, field: str) -> str:
     raise ValueError(f"{field} must be an https URL (plain http is accepted on loopback only)")
 
 
+# Asymmetric algorithms only: keys come from a public JWKS, so HMAC ("HS*") would let anyone
+# holding the public key forge tokens, and "none" is no signature at all.
+SUPPORTED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def supported_algorithms(value: list[str]) -> list[str]:
+    """``value`` if every algorithm is one of SUPPORTED_ALGORITHMS; ValueError otherwise."""
+    bad = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
+    if bad:
+        raise ValueError(
+            f"unsupported algorithm(s) {bad}; allowed: {sorted(SUPPORTED_ALGORITHMS)} "
+            "(never 'none', never HMAC with keys from a JWKS)"
+        )
+    return value
+
+
 def cidr(value: Any) -> Any:
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return value

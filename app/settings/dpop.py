@@ -13,8 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model
-from app.settings.issuers import SUPPORTED_ALGORITHMS
+from app.settings.base import SUPPORTED_ALGORITHMS, Model
 
 # RFC 9449 §4.3 item 5: registered asymmetric algorithms only, never "none" or HMAC.
 DEFAULT_PROOF_ALGORITHMS = (

@@ -8,14 +8,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model, check_url
+from app.settings.base import Model, check_url, supported_algorithms
 from app.settings.introspection import Introspection
-
-# Asymmetric algorithms only: keys come from a public JWKS, so HMAC ("HS*") would let anyone
-# holding the public key forge tokens, and "none" is no signature at all.
-SUPPORTED_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
 
 
 class ClaimNames(Model):
@@ -71,13 +65,7 @@ class Issuer(Model):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: list[str]) -> list[str]:
-        bad = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
-        if bad:
-            raise ValueError(
-                f"unsupported algorithm(s) {bad}; allowed: {sorted(SUPPORTED_ALGORITHMS)} "
-                "(never 'none', never HMAC with keys from a JWKS)"
-            )
-        return value
+        return supported_algorithms(value)
 
     @model_validator(mode="before")
     @classmethod

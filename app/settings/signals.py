@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model, check_url
-from app.settings.issuers import SUPPORTED_ALGORITHMS, Jwks
+from app.settings.base import Model, check_url, supported_algorithms
+from app.settings.issuers import Jwks
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # The event types a transmitter may be limited to (app/signals/events.py EventType values).
@@ -134,12 +134,7 @@ class Transmitter(Model):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: list[str]) -> list[str]:
-        bad = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
-        if bad:
-            raise ValueError(
-                f"unsupported algorithm(s) {bad}; allowed: {sorted(SUPPORTED_ALGORITHMS)}"
-            )
-        return value
+        return supported_algorithms(value)
 
     @field_validator("events")
     @classmethod

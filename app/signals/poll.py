@@ -17,12 +17,12 @@ shared store) and shared through the store like a pushed one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import httpx
 
+from app import tasks
 from app.identity.discovery import safe_url
 from app.settings.signals import PollSettings
 from app.signals.credentials import SecretUnavailable, read_secret
@@ -56,11 +56,8 @@ class Poller:
             self._task = asyncio.create_task(self._run(), name=f"signals poll {self.name}")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
 
     async def poll_once(self) -> bool:
         """One poll; True when the transmitter has more (or outcomes wait to be reported)."""

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from app import tasks
 from app.signals.records import NAMESPACE, Record, RecordError, decode, encode
 from app.signals.view import RevocationView
 from app.store import SharedStore, StoreUnavailable
@@ -85,10 +86,7 @@ class StoreFeed:
 
     async def aclose(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
         self._tasks = []
 
     def ready(self) -> bool:

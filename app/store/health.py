@@ -11,11 +11,11 @@ take every replica out of service at once, an outage does (and /readyz always sa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app import tasks
 from app.store import SharedStore, StoreUnavailable
 
 log = logging.getLogger("ztauthz.store")
@@ -97,8 +97,5 @@ class StoreHealth:
             await self.check()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None

@@ -20,7 +20,6 @@ NOT_SERVING for the whole server (``""``) and for ``envoy.service.auth.v3.Author
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from app import tasks
 from app.check import Checker
 from app.settings import GrpcListener
 from app.transport import grpc_wire
@@ -184,10 +184,7 @@ class GrpcServer:
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, refuse new RPCs and give in-flight ones ``grace`` seconds."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await tasks.stop(self._poller)
+        self._poller = None
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)

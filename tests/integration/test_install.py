@@ -23,7 +23,10 @@ import pytest
 from app.protos import envoy_ext_authz_pb2 as pb
 from app.transport.grpc import check_method
 
-pytestmark = pytest.mark.integration
+# Building the wheel and installing it into a fresh venv takes about a minute on two idle cores
+# with pip's cache warm (make venv fills it), several on a loaded machine: far beyond the
+# suite's per-test default.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = """\
