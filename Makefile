@@ -106,7 +106,7 @@ fuzz: $(STAMP) ## the fuzz suite's long profile (random, 4,000 examples a proper
 
 # Load and micro benchmarks against baselines (bench/README.md): installs wrk (Debian) and the
 # bench extra, starts everything on loopback, prints the table and writes bench/results/.
-bench: $(STAMP) ## load and micro benchmarks against baselines (bench/README.md), ~5 min
+bench: $(STAMP) ## load and micro benchmarks against baselines (bench/README.md), ~7 min
 	@command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }

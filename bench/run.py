@@ -5,7 +5,7 @@ runs after a warm-up (bench/scenarios.py), measures one worker's memory with 10,
 runs the in-process micro-benchmarks (bench/micro.py), prints one table with requests/s,
 p50, p99 and the ratios, then each target PASS or MISS with its numbers (bench/targets.py),
 and writes bench/results/ (JSON, Markdown, PNG). Everything it starts is stopped at the end,
-also on failure or Ctrl-C. The default run takes about four and a half minutes on two cores.
+also on failure or Ctrl-C. The default run takes about seven minutes on two cores.
 """
 
 from __future__ import annotations
