@@ -167,6 +167,9 @@ def _ring(tmp_path: Path, written: dict[str, float]) -> KeyRing:
         # Written together (a Kubernetes secret update): the greatest kid is the newest.
         ({"2025-01": NOW - 1000, "2025-06": NOW - 1000}, 300, "2025-06", float("inf")),
     ],
+    # Ids of their own: the values hold the clock, and every pytest-xdist worker must collect
+    # the same test names.
+    ids=["no-delay", "new-too-recent", "new-old-enough", "none-old-enough", "written-together"],
 )
 def test_the_newest_key_published_long_enough_signs(
     tmp_path: Path, written: dict[str, float], delay: float, signer: str, until: float
