@@ -369,6 +369,26 @@ def test_drops_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> 
         log.close()
 
 
+@pytest.mark.parametrize("breaker", ["\u0085", "\u2028", "\u2029"], ids=["nel", "ls", "ps"])
+def test_a_line_break_other_than_newline_stays_inside_its_line(breaker: str) -> None:
+    """A claim or a request field holding NEL, LINE SEPARATOR or PARAGRAPH SEPARATOR (JSON lets
+    them stand raw, and str.splitlines or a JavaScript reader splits there) is written escaped:
+    every reader sees one line per decision, and it parses back to the same values."""
+    stream = io.StringIO()
+    log = DecisionLog(stream)
+    odd = Decision(True, Reason.ALLOWED, DECISION_ID, VERSION, f"r{breaker}", "p", principal())
+    for _ in range(2):  # first sight, then the kept fixed part
+        log.record(NOW, ctx(f"/x{breaker}y"), odd, DECISION_ID, 1)
+    log.record_line({"kind": "revocation", "reason": f"a{breaker}b"})
+    text = stream.getvalue()
+    assert breaker not in text
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert [json.loads(written)["rule"] for written in lines[:2]] == [f"r{breaker}"] * 2
+    assert json.loads(lines[0])["path"] == f"/x{breaker}y"
+    assert json.loads(lines[2])["reason"] == f"a{breaker}b"
+
+
 @pytest.mark.parametrize("subject", [subject_view(None), HASHED], ids=["plain", "hashed"])
 def test_a_line_orjson_cannot_write_is_still_written(subject: Any) -> None:
     """A string orjson refuses (a lone surrogate) never costs the decision its line."""
