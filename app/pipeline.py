@@ -11,6 +11,7 @@ import logging
 
 from app.decision import Decision, DpopChallenge
 from app.evidence.model import Evidence
+from app.http_facts import METHODS
 from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.errors import TokenError
 from app.identity.extract import extract_credential
@@ -65,6 +66,8 @@ async def authorize(
             return Decision(False, exc.reason, decision_id, version)
         except ValueError:  # the host
             return Decision(False, Reason.PATH_REJECTED, decision_id, version)
+        if ctx.method not in METHODS:  # decided and logged like any denial, over HTTP and gRPC
+            return Decision(False, Reason.METHOD_NOT_ALLOWED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:
                 credential = extract_credential(ctx.headers, state.settings.token.cookie)

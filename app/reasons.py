@@ -89,7 +89,8 @@ class Reason(StrEnum):
     WORKLOAD_DENIED = "workload_denied"
     # 403: a high_risk rule needs the issuer to confirm the token now, and it cannot
     INTROSPECTION_REQUIRED = "introspection_required"
-    # 400: the request cannot be matched safely
+    # 400 and 405: the request cannot be matched safely
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # a method no policy can name (WebDAV, custom)
     PATH_REJECTED = "path_rejected"  # invalid: malformed, encoded separators, dot segments
     PATH_AMBIGUOUS = "path_ambiguous"  # some common upstream would read another path
     # 503: ztauthz cannot decide; it fails closed
@@ -129,6 +130,7 @@ _STATUS: dict[Reason, int] = {
     Reason.WORKLOAD_MISSING: 403,
     Reason.WORKLOAD_DENIED: 403,
     Reason.INTROSPECTION_REQUIRED: 403,
+    Reason.METHOD_NOT_ALLOWED: 405,
     Reason.PATH_REJECTED: 400,
     Reason.PATH_AMBIGUOUS: 400,
     Reason.KEYS_UNAVAILABLE: 503,
@@ -201,6 +203,7 @@ _DESCRIPTION: dict[Reason, str] = {
     Reason.WORKLOAD_MISSING: "this request needs a workload identity (mTLS client certificate)",
     Reason.WORKLOAD_DENIED: "this workload is not allowed",
     Reason.INTROSPECTION_REQUIRED: "this request needs a token its issuer can confirm as active",
+    Reason.METHOD_NOT_ALLOWED: "the request method is not one a policy can allow",
     Reason.PATH_REJECTED: "the request path is ambiguous or invalid",
     Reason.PATH_AMBIGUOUS: "the request path could be read as another path by the upstream",
     Reason.KEYS_UNAVAILABLE: "token signing keys are unavailable",

@@ -26,7 +26,6 @@ from starlette.types import Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.check import Checker
-from app.http_facts import METHODS
 from app.transport import http_wire
 from app.transport.render import render
 
@@ -63,10 +62,6 @@ class CheckEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off and upgrades are not served
-            return
-        if scope["method"] not in METHODS:
-            await send(_start(http_wire.NOT_ALLOWED_STATUS, http_wire.NOT_ALLOWED_HEADERS))
-            await send({"type": "http.response.body", "body": b""})
             return
         ctx = http_wire.request_context(
             scope["method"],

@@ -18,20 +18,13 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from app.http_facts import AUTHORIZATION, DPOP, METHOD_ORDER
+from app.http_facts import AUTHORIZATION, DPOP
 from app.request import RequestContext
 from app.transport.render import DECISION_ID, HEADERS_TO_REMOVE, Rendered, removed_value
 
 TRANSPORT = "http"
 
 RawHeaders = list[tuple[bytes, bytes]]
-
-# A method no check uses (Envoy forwards the original request's, which is one of these).
-NOT_ALLOWED_STATUS = 405
-NOT_ALLOWED_HEADERS: RawHeaders = [
-    (b"content-length", b"0"),
-    (b"allow", ", ".join(METHOD_ORDER).encode()),
-]
 
 
 def original_path(raw_path: bytes, query: bytes, path_prefix: str) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import orjson
 
 from app.decision import ACR_VALUE, Decision
-from app.http_facts import DPOP_NONCE
+from app.http_facts import DPOP_NONCE, METHOD_ORDER
 from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.principal import Principal
 from app.reasons import Reason, describe
@@ -179,6 +179,10 @@ _MAX_TEMPLATES = 4096
 _templates: dict[tuple[int, str | None, str], AllowTemplate | Principal] = {}
 
 
+# The methods a policy can name, for a 405's Allow header.
+_ALLOW = ", ".join(METHOD_ORDER)
+
+
 def render(decision: Decision, settings: Response) -> Rendered:
     if decision.allow:
         principal = decision.principal
@@ -209,6 +213,8 @@ def render(decision: Decision, settings: Response) -> Rendered:
         headers["www-authenticate"] = _challenge(decision, settings)
         if decision.dpop is not None and decision.dpop.nonce is not None:
             headers[DPOP_NONCE] = decision.dpop.nonce  # RFC 9449 §9
+    elif decision.status == 405:
+        headers["allow"] = _ALLOW  # RFC 9110 §15.5.6: a 405 lists the methods allowed
     return Rendered(decision.status, headers, _json(decision, settings))
 
 

@@ -73,6 +73,7 @@ CASES = [
     Case("no-matching-rule", "GET", "/invoices", _token(groups=["engineering"])),
     Case("normalized-dotdot", "GET", "/public/../invoices", _token()),
     Case("path-rejected", "GET", "/public/%ff"),
+    Case("method-not-allowed", "PROPFIND", "/invoices", _token()),  # decided and logged: 405
     Case("envoy-rejects-encoded-slash", "GET", "/public/..%2Finvoices"),
     Case("non-bearer", "GET", "/invoices", None, (("Authorization", "Basic YWxpY2U6eA=="),)),
 ]
@@ -150,3 +151,16 @@ def test_http_and_grpc_answer_alike(http_stack: Stack, grpc_stack: Stack, case: 
             "grpc",
         )
     assert over_grpc == over_http
+
+
+def test_a_method_no_policy_names_is_a_logged_405_on_both(
+    http_stack: Stack, grpc_stack: Stack
+) -> None:
+    """PROPFIND passes Envoy; ztauthz denies it as a decision (405, Allow, a decision-log line)
+    whichever transport asks, instead of an HTTP-only 405 that no log or metric saw."""
+    case = next(c for c in CASES if c.id == "method-not-allowed")
+    for stack in (http_stack, grpc_stack):
+        observed = _observed(stack, _send(stack, case))
+        assert observed["status"] == 405
+        assert observed["body"]["reason"] == "method_not_allowed"
+        assert (observed["log"]["reason"], observed["log"]["status"]) == ("method_not_allowed", 405)

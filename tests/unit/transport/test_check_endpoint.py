@@ -120,6 +120,7 @@ async def test_methods_no_check_uses_are_refused(issuer: str, method: str) -> No
         reply = await http.request(method, "/check/invoices/42")
     assert reply.status_code == 405
     assert "GET" in reply.headers["allow"]
+    assert reply.json()["reason"] == "method_not_allowed"
 
 
 def test_request_context_maps_the_check_request() -> None:

@@ -173,6 +173,7 @@ async def test_forged_identity_headers_are_named_for_removal(issuer: str) -> Non
         ("GET", "/internal/x", "token", 403, code_pb2.PERMISSION_DENIED, "denied_by_rule"),
         ("POST", "/invoices", "token", 403, code_pb2.PERMISSION_DENIED, "no_matching_rule"),
         ("GET", "/public/%ff", None, 400, code_pb2.INVALID_ARGUMENT, "path_rejected"),
+        ("PROPFIND", "/invoices", "token", 405, code_pb2.PERMISSION_DENIED, "method_not_allowed"),
     ],
 )
 async def test_denials_carry_status_challenge_and_json_reason(
@@ -198,6 +199,7 @@ async def test_denials_carry_status_challenge_and_json_reason(
     assert sent["content-type"] == "application/json"
     assert sent["x-auth-decision-id"] == body["decision_id"]
     assert ("www-authenticate" in sent) == (http_status == 401)
+    assert ("allow" in sent) == (http_status == 405)  # the methods a policy can name
 
 
 @pytest.mark.parametrize(
