@@ -29,11 +29,12 @@ import yaml
 from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
 from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
-from app.http_facts import AUTHORIZATION
+from app.http_facts import AUTHORIZATION, METHODS
 from app.policy.compile import DEFAULT_GRANT_MAX_DURATION, LoadOptions
 from app.policy.loader import compile_policy_dir
 from app.policy.problem import Problem
 from app.policy.schema import as_timestamp
+from app.reasons import Reason, describe
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -220,6 +221,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except ValueError as exc:  # the host
         print(f"decision: deny (400 path_rejected): {exc}")
+        return EXIT_FAILED
+    if request.method not in METHODS:  # as the pipeline decides it, before any rule
+        print(f"decision: deny (405 method_not_allowed): {describe(Reason.METHOD_NOT_ALLOWED)}")
         return EXIT_FAILED
     principal: Principal | None = None
     try:

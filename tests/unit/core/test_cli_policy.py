@@ -212,6 +212,16 @@ def test_explain_with_an_unverified_token_allows_and_says_so() -> None:
     assert token not in result.stdout + result.stderr
 
 
+def test_explain_denies_a_method_no_policy_names_as_the_service_does() -> None:
+    """A rule without ``methods`` would match PROPFIND, but the service denies it before any
+    rule (405 method_not_allowed): explain says the same."""
+    result = ztauthz(
+        "explain", "--policies", str(EXAMPLES), "--method", "propfind", "--path", "/healthz"
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith("decision: deny (405 method_not_allowed): ")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
