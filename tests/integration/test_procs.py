@@ -74,6 +74,48 @@ def test_early_exit_is_reported_with_the_log_tail(tmp_path: Path) -> None:
     assert "config is broken: line 3" in message
 
 
+# Aborts (SIGABRT) on its first start, as Envoy rarely does inside its gRPC poller; on the
+# next start it listens. ``always`` aborts every time.
+ABORTS_ONCE = """
+import os, signal, socket, sys, time
+marker, port, always = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "always"
+if always or not os.path.exists(marker):
+    open(marker, "w").close()
+    print("aborting", flush=True)
+    os.kill(os.getpid(), signal.SIGABRT)
+server = socket.create_server(("127.0.0.1", port))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _aborter(tmp_path: Path, how: str) -> ManagedProcess:
+    port = free_port()
+    return ManagedProcess(
+        "aborter",
+        [sys.executable, "-c", ABORTS_ONCE, str(tmp_path / "marker"), str(port), how],
+        log_path=tmp_path / "aborter.log",
+        ready=TcpReady("127.0.0.1", port),
+        ready_timeout=10,
+    )
+
+
+def test_a_crash_before_ready_is_started_once_more_and_noted(tmp_path: Path) -> None:
+    process = _aborter(tmp_path, "once")
+    with ProcessGroup() as group:
+        group.start(process)
+        assert process.running
+    log = (tmp_path / "aborter.log").read_text()
+    assert "aborting" in log and "SIGABRT before ready; started again" in log
+
+
+def test_a_crash_that_repeats_fails_the_start(tmp_path: Path) -> None:
+    process = _aborter(tmp_path, "always")
+    with pytest.raises(ProcessError, match=r"aborter: exited with status -6 before it was ready"):
+        process.start()
+    assert (tmp_path / "aborter.log").read_text().count("aborting") == 2
+
+
 def test_readiness_timeout_stops_the_process(tmp_path: Path) -> None:
     port = free_port()
     process = ManagedProcess(
