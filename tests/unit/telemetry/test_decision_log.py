@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from app.decision import Decision, DryRun
 from app.identity.principal import Principal
-from app.reasons import Reason
+from app.reasons import Reason, status_of
 from app.request import RequestContext, make_context
 from app.telemetry.decision_log import (
     SCHEMA,
@@ -367,6 +367,14 @@ def test_drops_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> 
     finally:
         stream.release.set()
         log.close()
+
+
+def test_the_schema_admits_every_status_a_reason_has() -> None:
+    """One definition: the statuses a decision can have are app/reasons.py's; schema 2 lists
+    them all (a new status would otherwise fail validation only where a live stack meets it)."""
+    statuses = {status_of(reason) for reason in Reason}
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert set(schema["properties"]["status"]["enum"]) == statuses
 
 
 @pytest.mark.parametrize("breaker", ["\u0085", "\u2028", "\u2029"], ids=["nel", "ls", "ps"])
