@@ -52,8 +52,14 @@ def _run(*argv: str | Path, cwd: Path = ROOT, timeout: float = 600) -> str:
 
 
 def _untracked() -> set[str]:
+    """Untracked and ignored paths, but bytecode: the other test worker's imports write
+    ``__pycache__`` at any time, and no build leaves it."""
     out = _run("git", "status", "--porcelain", "--untracked-files=all", "--ignored")
-    return {line for line in out.splitlines() if line.startswith(("??", "!!"))}
+    return {
+        line
+        for line in out.splitlines()
+        if line.startswith(("??", "!!")) and "__pycache__/" not in line
+    }
 
 
 def _free_port() -> int:
