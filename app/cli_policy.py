@@ -29,12 +29,13 @@ import yaml
 from app.cli_common import EXIT_FAILED, EXIT_OK, add_command
 from app.cli_common import EXIT_USAGE as EXIT_INVALID
 from app.durations import parse_duration
-from app.http_facts import AUTHORIZATION, METHODS
+from app.http_facts import AUTHORIZATION
 from app.policy.compile import DEFAULT_GRANT_MAX_DURATION, LoadOptions
 from app.policy.loader import compile_policy_dir
 from app.policy.problem import Problem
+from app.policy.request import Unmatchable, policy_input
 from app.policy.schema import as_timestamp
-from app.reasons import Reason, describe
+from app.reasons import status_of
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -177,9 +178,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from app.identity.errors import TokenError
     from app.identity.principal import Principal
-    from app.policy.evaluate import PolicyInput
     from app.policy.explain import explain, render_text
-    from app.policy.normalize import PathRejected, normalize_host, normalize_path
     from app.policy.testing import principal_for_claims as principal_from_test_claims
     from app.settings import ConfigError, load_settings
 
@@ -210,20 +209,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _print_problems([p for p in problems if p.severity == "error"], sys.stderr)
         return EXIT_INVALID
     try:
-        request = PolicyInput(
-            method=args.method.upper(),
-            host=normalize_host(args.host),
-            path=normalize_path(args.path),
-            headers=MappingProxyType(headers),
-        )
-    except PathRejected as exc:
-        print(f"decision: deny (400 {exc.reason.value}): {exc}")
-        return EXIT_FAILED
-    except ValueError as exc:  # the host
-        print(f"decision: deny (400 path_rejected): {exc}")
-        return EXIT_FAILED
-    if request.method not in METHODS:  # as the pipeline decides it, before any rule
-        print(f"decision: deny (405 method_not_allowed): {describe(Reason.METHOD_NOT_ALLOWED)}")
+        request = policy_input(args.method.upper(), args.host, args.path, MappingProxyType(headers))
+    except Unmatchable as exc:  # as the service decides it, before any rule
+        print(f"decision: deny ({status_of(exc.reason)} {exc.reason.value}): {exc.detail}")
         return EXIT_FAILED
     principal: Principal | None = None
     try:

@@ -11,14 +11,13 @@ import logging
 
 from app.decision import Decision, DpopChallenge
 from app.evidence.model import Evidence
-from app.http_facts import METHODS
 from app.identity.dpop import CHALLENGE_ERRORS
 from app.identity.errors import TokenError
 from app.identity.extract import extract_credential
 from app.identity.principal import Principal
 from app.policy.decide import policy_decision
-from app.policy.evaluate import PolicyInput, with_evidence
-from app.policy.normalize import PathRejected, normalize_host, normalize_path
+from app.policy.evaluate import with_evidence
+from app.policy.request import Unmatchable, policy_input
 from app.reasons import Reason
 from app.request import RequestContext
 from app.state import RuntimeState
@@ -56,18 +55,9 @@ async def authorize(
     token: str | None = None
     try:
         try:
-            request = PolicyInput(
-                method=ctx.method,
-                host=normalize_host(ctx.host),
-                path=normalize_path(ctx.path),
-                headers=ctx.headers,
-            )
-        except PathRejected as exc:
+            request = policy_input(ctx.method, ctx.host, ctx.path, ctx.headers)
+        except Unmatchable as exc:  # decided and logged like any denial, over HTTP and gRPC
             return Decision(False, exc.reason, decision_id, version)
-        except ValueError:  # the host
-            return Decision(False, Reason.PATH_REJECTED, decision_id, version)
-        if ctx.method not in METHODS:  # decided and logged like any denial, over HTTP and gRPC
-            return Decision(False, Reason.METHOD_NOT_ALLOWED, decision_id, version)
         with steps.span(VERIFY_SPAN) as span:
             try:
                 credential = extract_credential(ctx.headers, state.settings.token.cookie)

@@ -4,7 +4,8 @@
 rules that can match a request, ``evaluate`` decides, and ``normalize`` makes the request's path
 and host safe to match. The conditions beyond subject live in ``timewindow``, ``grants``
 (just-in-time grants), ``cel`` (``when:`` expressions) and ``evaluate.auth_holds`` (step-up);
-``decide`` adds the dry-run and candidate shadows (``dryrun``) to the enforced verdict.
+``decide`` adds the dry-run and candidate shadows (``dryrun``) to the enforced verdict;
+``request`` is what a request must be before any rule is asked (``policy_input``).
 Tooling: ``lint`` (``policy check``), ``testing`` (``policy test``), ``explain``.
 """
 

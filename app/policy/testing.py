@@ -21,11 +21,11 @@ from typing import Any
 from app.evidence.model import evidence_from_maps
 from app.identity.errors import TokenError
 from app.identity.principal import Principal, principal_from_claims
-from app.policy.evaluate import PolicyInput, Verdict, evaluate
+from app.policy.evaluate import Verdict, evaluate
 from app.policy.index import CompiledPolicies
 from app.policy.loader import is_test_file, yaml_files
-from app.policy.normalize import PathRejected, normalize_host, normalize_path
 from app.policy.problem import Problem
+from app.policy.request import Unmatchable, policy_input
 from app.policy.schema import (
     API_VERSION,
     TEST_KIND,
@@ -183,11 +183,11 @@ def decide_case(policies: CompiledPolicies, case: TestCase) -> Outcome:
     """Decide one case the way a check would."""
     request = case.request
     try:
-        policy_input = PolicyInput(
-            method=str(request.get("method", "GET")).upper(),
-            host=normalize_host(str(request.get("host", DEFAULT_HOST))),
-            path=normalize_path(str(request["path"])),
-            headers=MappingProxyType({k.lower(): v for k, v in request.get("headers", {}).items()}),
+        checked = policy_input(
+            str(request.get("method", "GET")).upper(),
+            str(request.get("host", DEFAULT_HOST)),
+            str(request["path"]),
+            MappingProxyType({k.lower(): v for k, v in request.get("headers", {}).items()}),
             device=MappingProxyType(dict(case.evidence.get("device", {}))),
             location=MappingProxyType(dict(case.evidence.get("location", {}))),
             workload=MappingProxyType(dict(case.evidence.get("workload", {}))),
@@ -197,17 +197,15 @@ def decide_case(policies: CompiledPolicies, case: TestCase) -> Outcome:
                 case.evidence.get("workload", {}),
             ),
         )
-    except PathRejected as exc:
+    except Unmatchable as exc:
         return Outcome(False, exc.reason, None)
-    except ValueError:  # the host
-        return Outcome(False, Reason.PATH_REJECTED, None)
     principal = None
     if case.claims is not None:
         try:
             principal = principal_for_claims(case.claims, case.now)
         except TokenError as exc:
             return Outcome(False, exc.reason, None)
-    verdict: Verdict = evaluate(policies, policy_input, principal, case.now)
+    verdict: Verdict = evaluate(policies, checked, principal, case.now)
     return Outcome(verdict.allow, verdict.reason, verdict.rule_id, verdict.grants)
 
 
