@@ -6,7 +6,7 @@ import ipaddress
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 
 class Model(BaseModel):
@@ -40,6 +40,24 @@ SUPPORTED_ALGORITHMS = frozenset(
 )
 
 
+def _https_url(value: str, info: ValidationInfo) -> str:
+    return check_url(value, info.field_name or "url")
+
+
+# A URL field checked by check_url, its errors naming the field.
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+
+
+def jwks_uri_pins_keys(data: Any, metadata: str) -> Any:
+    """A model validator's step (mode "before"): a configured ``jwks_uri`` turns the metadata
+    lookup named ``metadata`` (``discovery``, ``configuration``) off; asking for both is an error."""
+    if isinstance(data, dict) and data.get("jwks_uri") is not None:
+        if data.get(metadata) is True:
+            raise ValueError(f"give either {metadata}: true or jwks_uri, not both")
+        data = {**data, metadata: False}
+    return data
+
+
 def supported_algorithms(value: list[str]) -> list[str]:
     """``value`` if every algorithm is one of SUPPORTED_ALGORITHMS; ValueError otherwise."""
     bad = [alg for alg in value if alg not in SUPPORTED_ALGORITHMS]
@@ -69,3 +87,7 @@ def claim_path(value: str | None) -> str | None:
     if value is not None and (value == "" or "" in value.split(".")):
         raise ValueError("expected a claim name or a dotted path without empty parts")
     return value
+
+
+# Token or SET signing algorithms, every one of SUPPORTED_ALGORITHMS.
+Algorithms = Annotated[list[str], AfterValidator(supported_algorithms)]

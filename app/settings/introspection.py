@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model, check_url
+from app.settings.base import HttpsUrl, Model
 
 ClientAuthMethod = Literal["client_secret_basic", "private_key_jwt"]
 
@@ -43,7 +43,7 @@ class Introspection(Model):
 
     # The introspection endpoint; None: the discovery document's ``introspection_endpoint``
     # (RFC 8414 §2), which then is required.
-    endpoint: str | None = None
+    endpoint: HttpsUrl | None = None
     client_id: str = Field(min_length=1)
     auth: ClientAuthMethod
     # client_secret_basic: exactly one of these.
@@ -89,11 +89,6 @@ class Introspection(Model):
                     "private_key_file (private_key_jwt)"
                 )
         return data
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, "endpoint")
 
     @field_validator("signing_alg")
     @classmethod

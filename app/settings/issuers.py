@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model, check_url, supported_algorithms
+from app.settings.base import Algorithms, HttpsUrl, Model, jwks_uri_pins_keys
 from app.settings.introspection import Introspection
 
 
@@ -40,11 +40,11 @@ class Jwks(Model):
 
 
 class Issuer(Model):
-    issuer: str
+    issuer: HttpsUrl
     discovery: bool = True  # false when jwks_uri is given
-    jwks_uri: str | None = None
+    jwks_uri: HttpsUrl | None = None
     audiences: list[str] = Field(min_length=1)
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    algorithms: Algorithms = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     max_token_lifetime: Duration = timedelta(minutes=15)
     leeway: Duration = timedelta(seconds=30)
     claims: ClaimNames = ClaimNames()
@@ -52,29 +52,10 @@ class Issuer(Model):
     # RFC 7662: opaque tokens, and JWTs on high-risk routes (docs/introspection.md).
     introspection: Introspection | None = None
 
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return check_url(value, "issuer")
-
-    @field_validator("jwks_uri")
-    @classmethod
-    def _jwks_uri(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, "jwks_uri")
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: list[str]) -> list[str]:
-        return supported_algorithms(value)
-
     @model_validator(mode="before")
     @classmethod
     def _jwks_uri_pins_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("jwks_uri") is not None:
-            if data.get("discovery") is True:
-                raise ValueError("give either discovery: true or jwks_uri, not both")
-            data = {**data, "discovery": False}
-        return data
+        return jwks_uri_pins_keys(data, "discovery")
 
     @model_validator(mode="after")
     def _key_source(self) -> Issuer:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from app.durations import Duration
-from app.settings.base import Model, check_url, supported_algorithms
+from app.settings.base import Algorithms, HttpsUrl, Model, jwks_uri_pins_keys
 from app.settings.issuers import Jwks
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -69,16 +69,11 @@ class PollSettings(Secret):
     """RFC 8936 poll: ztauthz fetches SETs from the transmitter's ``endpoint`` (SSF §6.1.2:
     the stream's ``endpoint_url``), authenticating with ``Authorization: Bearer <token>``."""
 
-    endpoint: str
+    endpoint: HttpsUrl
     # How long to wait between polls when the transmitter had nothing more to give.
     interval: Duration = timedelta(seconds=5)
     max_events: int = Field(default=50, ge=1, le=1000)
     timeout: Duration = timedelta(seconds=10)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_url(value, "endpoint")
 
     @model_validator(mode="after")
     def _times(self) -> PollSettings:
@@ -99,12 +94,12 @@ class Transmitter(Model):
     """
 
     name: str  # the stream's name: the push path is <path_prefix>/<name>
-    issuer: str  # the SETs' "iss" (SSF §4.1.6)
+    issuer: HttpsUrl  # the SETs' "iss" (SSF §4.1.6)
     audiences: list[str] = Field(min_length=1)  # accepted "aud" values: this receiver
     # Keys: the jwks_uri of its SSF configuration metadata (SSF §7), or a pinned jwks_uri.
     configuration: bool = True
-    jwks_uri: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    jwks_uri: HttpsUrl | None = None
+    algorithms: Algorithms = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     jwks: Jwks = Jwks()
     issuers: list[str] | None = None
     # The event types accepted from it (short names, app/signals/events.py); None: all.
@@ -121,21 +116,6 @@ class Transmitter(Model):
             raise ValueError("use 1-63 lower-case letters, digits, '-' or '_'")
         return value
 
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return check_url(value, "issuer")
-
-    @field_validator("jwks_uri")
-    @classmethod
-    def _jwks_uri(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, "jwks_uri")
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: list[str]) -> list[str]:
-        return supported_algorithms(value)
-
     @field_validator("events")
     @classmethod
     def _events(cls, value: list[str] | None) -> list[str] | None:
@@ -147,11 +127,7 @@ class Transmitter(Model):
     @model_validator(mode="before")
     @classmethod
     def _jwks_uri_pins_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("jwks_uri") is not None:
-            if data.get("configuration") is True:
-                raise ValueError("give either configuration: true or jwks_uri, not both")
-            data = {**data, "configuration": False}
-        return data
+        return jwks_uri_pins_keys(data, "configuration")
 
     @model_validator(mode="after")
     def _delivery(self) -> Transmitter:
