@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import heap
 from app.check import Checker
-from app.identity.principal import principal_from_claims
+from app.identity.principal import Principal, principal_from_claims
 from app.policy.evaluate import PolicyInput, evaluate
 from app.policy.loader import load_policy_dir
 from app.request import RequestContext
@@ -206,19 +206,9 @@ async def dpop(workdir: Path, log: Callable[[str], None]) -> dict[str, float]:
     return results
 
 
-def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Microseconds to encode one decision-log line (the benchmark allow, every field of the
-    v2 line), by the standard library, msgspec (if installed) and orjson; and its size."""
-    import json
-
-    import orjson
-
-    from app.decision import Decision
-    from app.reasons import Reason
-    from app.telemetry.decision_log import compact, decision_line
-    from app.telemetry.subject import subject_view
-
-    principal = principal_from_claims(
+def _benchmark_principal() -> Principal:
+    """The principal of the benchmark request, built from its claims without a token."""
+    return principal_from_claims(
         {
             "sub": policies.SUBJECT,
             "groups": list(policies.GROUPS),
@@ -231,6 +221,21 @@ def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str
         "groups",
         "scope",
     )
+
+
+def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Microseconds to encode one decision-log line (the benchmark allow, every field of the
+    v2 line), by the standard library, msgspec (if installed) and orjson; and its size."""
+    import json
+
+    import orjson
+
+    from app.decision import Decision
+    from app.reasons import Reason
+    from app.telemetry.decision_log import compact, decision_line
+    from app.telemetry.subject import subject_view
+
+    principal = _benchmark_principal()
     decision = Decision(
         True,
         Reason.ALLOWED,
@@ -278,19 +283,7 @@ def decision_log_encoding(workdir: Path, log: Callable[[str], None]) -> dict[str
 
 def policy_scaling(workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Microseconds to evaluate the benchmark request among N rules."""
-    principal = principal_from_claims(
-        {
-            "sub": policies.SUBJECT,
-            "groups": list(policies.GROUPS),
-            "scope": " ".join(policies.SCOPES),
-            "exp": 2_000_000_000,
-            "iat": 1_999_999_000,
-            "aud": "https://api.example.com",
-        },
-        "https://idp.example",
-        "groups",
-        "scope",
-    )
+    principal = _benchmark_principal()
     request = PolicyInput(method=policies.METHOD, host="api.example.com", path=policies.PATH)
     now = time.time()
     timings: dict[str, float] = {}

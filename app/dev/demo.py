@@ -28,6 +28,7 @@ from app.dev.demo_requests import (
     DemoRequest,
     curl_command,
     demo_requests,
+    demo_token,
     problems,
     send,
     summary,
@@ -47,7 +48,6 @@ from app.dev.stack_config import (
     SHIPPED_POLICIES,
     Ports,
 )
-from app.dev.tokens import mint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,16 +150,7 @@ def signal_demo(stack: Stack) -> list[str]:
     from app.dev.transmitter import push, session_revoked, subject
 
     sid = "demo-" + secrets.token_hex(4)
-    token = mint(
-        stack.keys,
-        issuer=stack.issuer_url,
-        audience=stack.audience,
-        subject="dave",
-        groups=["finance"],
-        scopes=["invoices:read"],
-        extra_claims={"sid": sid},
-        ttl=DEMO_TOKEN_TTL,
-    )
+    token = demo_token(stack, "dave", ["finance"], ["invoices:read"], extra_claims={"sid": sid})
     request = DemoRequest("", "signals", "GET", "/invoices", token, 200)
     found: list[str] = []
     before = send(stack, request)

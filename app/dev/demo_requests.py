@@ -7,6 +7,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.dev.pki import DEMO_WORKLOAD_ID
 from app.dev.stack import Reply, Stack, http_request, https_request
@@ -43,43 +44,40 @@ def demo_dpop_keys(stack: Stack) -> tuple[Path, Path]:
     return keys[0], keys[1]
 
 
+def demo_token(
+    stack: Stack, subject: str, groups: list[str], scopes: list[str], **more: Any
+) -> str:
+    """A token from the stack's dev issuer for its audience, valid for DEMO_TOKEN_TTL
+    (``more``: the rest of ``mint``'s arguments)."""
+    return mint(
+        stack.keys,
+        issuer=stack.issuer_url,
+        audience=stack.audience,
+        subject=subject,
+        groups=groups,
+        scopes=scopes,
+        ttl=DEMO_TOKEN_TTL,
+        **more,
+    )
+
+
 def demo_requests(stack: Stack, now: float | None = None) -> list[DemoRequest]:
     """Requests against the shipped policies: allow, 401, 403; a DPoP-bound token allowed with
     its key's proof and refused with another key's; a workload over mTLS."""
     from app.dev.dpop import DpopKey
 
     alice_key, thief_key = demo_dpop_keys(stack)
-    bound = mint(
-        stack.keys,
-        issuer=stack.issuer_url,
-        audience=stack.audience,
-        subject="alice",
-        groups=["finance"],
-        scopes=["invoices:read"],
-        ttl=DEMO_TOKEN_TTL,
+    bound = demo_token(
+        stack,
+        "alice",
+        ["finance"],
+        ["invoices:read"],
         now=now,
         extra_claims={"cnf": {"jkt": DpopKey.load(alice_key).jkt}},
     )
-    finance = mint(
-        stack.keys,
-        issuer=stack.issuer_url,
-        audience=stack.audience,
-        subject="alice",
-        groups=["finance"],
-        scopes=["invoices:read"],
-        ttl=DEMO_TOKEN_TTL,
-        now=now,
-    )
-    contractor = mint(
-        stack.keys,
-        issuer=stack.issuer_url,
-        audience=stack.audience,
-        subject="carol",
-        groups=["contractors"],
-        scopes=["invoices:read", "invoices:write"],
-        alg="ES256",
-        ttl=DEMO_TOKEN_TTL,
-        now=now,
+    finance = demo_token(stack, "alice", ["finance"], ["invoices:read"], now=now)
+    contractor = demo_token(
+        stack, "carol", ["contractors"], ["invoices:read", "invoices:write"], now=now, alg="ES256"
     )
     return [
         DemoRequest(
