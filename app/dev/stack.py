@@ -308,9 +308,24 @@ def https_request(
 ) -> Reply:
     """One HTTPS request to the mTLS listener, trusting the dev CA, presenting ``client``
     (certificate and key files; the demo workload's by default)."""
-    context = ssl.create_default_context(cafile=str(pki.ca))
     certificate, key = client or (pki.workload.certificate, pki.workload.key)
-    context.load_cert_chain(certificate, key)
+    return tls_request(port, pki.ca, method, path, headers, (certificate, key), timeout)
+
+
+def tls_request(
+    port: int,
+    ca: Path,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    client: tuple[Path, Path] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One HTTPS request to a loopback listener trusting ``ca``, presenting ``client``
+    (certificate and key files) or no certificate."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(*client)
     conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=timeout)
     try:
         conn.request(method, path, headers=dict(headers or {}))

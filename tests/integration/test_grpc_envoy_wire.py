@@ -13,8 +13,6 @@ status, headers and body).
 from __future__ import annotations
 
 import asyncio
-import http.client
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from app.dev.envoy import (
     render_envoy_config,
 )
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import Reply, Stack
+from app.dev.stack import Reply, Stack, tls_request
 from app.protos import envoy_ext_authz_pb2 as pb
 from app.transport import grpc_wire
 from app.transport.grpc import AUTHORIZATION_SERVICE, CHECK
@@ -133,16 +131,7 @@ def _operator_config(config: dict[str, Any], *, raw_headers: bool) -> dict[str, 
 
 
 def _https_get(port: int, pki: Pki, path: str, headers: dict[str, str], client: Pair) -> Reply:
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    context.load_cert_chain(client.certificate, client.key)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
-    finally:
-        conn.close()
+    return tls_request(port, pki.ca, "GET", path, headers, (client.certificate, client.key))
 
 
 def _unknown(message: Message) -> Iterator[tuple[str, int]]:

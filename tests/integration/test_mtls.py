@@ -13,7 +13,6 @@ would travel in ``X-Forwarded-Client-Cert``, which the shipped bootstrap does no
 from __future__ import annotations
 
 import asyncio
-import http.client
 import io
 import json
 import ssl
@@ -37,7 +36,7 @@ from app.dev.envoy import (
     write_envoy_config,
 )
 from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
-from app.dev.stack import Reply, Stack
+from app.dev.stack import Reply, Stack, tls_request
 from app.dev.tokens import mint
 from app.request import RequestContext
 from app.settings import Settings
@@ -95,17 +94,8 @@ def mtls_port(
 def https_request(
     port: int, pki: Pki, path: str, headers: dict[str, str], client: Pair | None
 ) -> Reply:
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    if client is not None:
-        context.load_cert_chain(client.certificate, client.key)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
-    finally:
-        conn.close()
+    pair = None if client is None else (client.certificate, client.key)
+    return tls_request(port, pki.ca, "GET", path, headers, pair)
 
 
 def _upstream_headers(reply: Reply) -> dict[str, str]:
