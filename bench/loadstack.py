@@ -27,7 +27,8 @@ import yaml
 
 from app.dev.envoy import Transport, envoy_command, transport_env
 from app.dev.keys import DevKeys
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import ztauthz_command
 from app.dev.stack_config import AUDIENCE, LOOPBACK, Ports, bind_config
 from bench import envoy_configs

@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from app.dev.envoy import find_envoy
-from app.dev.procs import ProcessError, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import ProcessError, ProcessGroup
 from bench import loadstack, micro, policies, report, scenarios, wrk
 from bench.targets import LATENCY_CONNECTIONS, THROUGHPUT_CONNECTIONS, evaluate_targets
 from bench.tokens import TokenPool, mint_many

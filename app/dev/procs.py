@@ -66,14 +66,6 @@ class TcpReady:
 Readiness = HttpReady | TcpReady
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the OS picks it; bind soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _probe(ready: Readiness) -> bool:
     if isinstance(ready, TcpReady):
         try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from app.dev.procs import free_port
+from app.dev.ports import free_port
 from app.settings.server import ADMIN_PORT, CHECK_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

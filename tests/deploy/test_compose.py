@@ -255,7 +255,8 @@ def _envoy_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def envoy_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """Real Envoy (the version the compose file pins) with only its admin listener."""
-    from app.dev.procs import HttpReady, ManagedProcess, free_port
+    from app.dev.ports import free_port
+    from app.dev.procs import HttpReady, ManagedProcess
 
     directory = tmp_path_factory.mktemp("envoy-admin")
     port = free_port()
@@ -293,7 +294,7 @@ def test_envoy_refuses_the_http_1_0_request_the_healthcheck_once_sent(envoy_admi
 
 
 def test_envoy_healthcheck_fails_when_nothing_answers() -> None:
-    from app.dev.procs import free_port
+    from app.dev.ports import free_port
 
     assert _envoy_healthcheck(free_port()).returncode != 0
 

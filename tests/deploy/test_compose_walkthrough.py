@@ -17,7 +17,8 @@ import httpx
 import jwt
 import pytest
 
-from app.dev.procs import HttpReady, ManagedProcess, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess
 from tests.deploy.deploy_support import COMPOSE, REPO
 
 INTEROP = REPO / "tests" / "interop"

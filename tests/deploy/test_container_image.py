@@ -282,7 +282,7 @@ def test_healthcheck_probes_the_admin_listener(
 
 
 def test_healthcheck_fails_when_nothing_listens(stages: list[Stage]) -> None:
-    from app.dev.procs import free_port
+    from app.dev.ports import free_port
 
     assert _healthcheck(stages, free_port()) != 0
 

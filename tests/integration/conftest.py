@@ -33,7 +33,8 @@ from app.dev.envoy import (
     write_envoy_config,
 )
 from app.dev.keys import DevKeys
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Stack, start_stack
 from app.dev.stack_config import Ports
 from app.dev.tokens import mint

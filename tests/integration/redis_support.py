@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app.dev.procs import ManagedProcess, TcpReady, free_port
+from app.dev.ports import free_port
+from app.dev.procs import ManagedProcess, TcpReady
 from app.settings.store import RedisStoreSettings
 
 

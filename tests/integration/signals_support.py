@@ -19,7 +19,8 @@ import yaml
 
 from app.dev.envoy import envoy_command, write_envoy_config
 from app.dev.keys import DevKeys
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import ztauthz_command
 from app.dev.stack_config import LOOPBACK
 from app.dev.tokens import mint

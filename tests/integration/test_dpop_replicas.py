@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from app.dev.dpop import DpopKey
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Reply, Stack, http_request, ztauthz_command
 from app.dev.tokens import mint
 from app.reasons import Reason

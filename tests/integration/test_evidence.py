@@ -31,7 +31,8 @@ from app.dev.envoy import (
     write_envoy_config,
 )
 from app.dev.pki import DEMO_WORKLOAD_ID, DEVICE_URI_PREFIX, CertPair
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Reply, Stack, http_request, https_request, start_stack
 from app.dev.stack_config import Ports
 from app.dev.tokens import DROP, mint, mint_device_token

@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from app.dev.envoy import SHIPPED_ENVOY_GRPC_CONFIG, envoy_command, write_envoy_config
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Stack, http_request
 from app.protos import envoy_ext_authz_pb2 as pb
 from app.transport.grpc import add_authorization

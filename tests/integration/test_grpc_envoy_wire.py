@@ -31,7 +31,8 @@ from app.dev.envoy import (
     envoy_command,
     render_envoy_config,
 )
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Reply, Stack, tls_request
 from app.protos import envoy_ext_authz_pb2 as pb
 from app.transport import grpc_wire

@@ -35,7 +35,8 @@ from app.dev.envoy import (
     shipped_envoy_config,
     write_envoy_config,
 )
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Reply, Stack, tls_request
 from app.dev.tokens import mint
 from app.request import RequestContext

@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import __version__
 from app.dev.envoy import envoy_command, write_envoy_config
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup
 from app.dev.stack import Reply, Stack, http_request, start_stack
 from app.dev.stack_config import Ports
 from app.dev.tokens import mint, tamper_signature

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from app.dev.ports import free_port
 from app.dev.procs import (
     HttpReady,
     ManagedProcess,
     ProcessError,
     ProcessGroup,
     TcpReady,
-    free_port,
 )
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.dev.procs import HttpReady, ManagedProcess, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess
 from app.dev.stack import ztauthz_command
 
 pytestmark = pytest.mark.integration

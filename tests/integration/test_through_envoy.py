@@ -18,7 +18,8 @@ import pytest
 
 from app.dev.envoy import Transport, envoy_command, shipped_envoy_config, write_envoy_config
 from app.dev.keys import DevKeys
-from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, TcpReady, free_port
+from app.dev.ports import free_port
+from app.dev.procs import HttpReady, ManagedProcess, ProcessGroup, TcpReady
 from app.dev.stack import Reply, Stack, http_request, ztauthz_command
 from app.dev.tokens import (
     DROP,

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.dev.procs import ManagedProcess, TcpReady, free_port
+from app.dev.ports import free_port
+from app.dev.procs import ManagedProcess, TcpReady
 from tests.unit.injector.injector_support import (
     SHIPPED_CONFIG,
     apply_answer,
