@@ -1,4 +1,6 @@
-"""Hypothesis profiles for every property test (the fuzz suite in tests/fuzz/ and the property
+"""What every test shares: hypothesis profiles, and the state of child processes in failures.
+
+Hypothesis profiles for every property test (the fuzz suite in tests/fuzz/ and the property
 tests beside the unit tests; see docs/security-hardening.md).
 
 - ``ci`` (the default, what ``make test`` runs): derandomized, so every run tries the same
@@ -9,12 +11,22 @@ tests beside the unit tests; see docs/security-hardening.md).
 
 The profile given with ``--hypothesis-profile`` wins; without it, ``ci``. Registered here, at
 the root, so that it applies whichever tests are collected.
+
+A failing test's report carries the state and the log tail of every child process the test's
+worker had running (``ManagedProcess.spawned``): a Connection refused names no culprit, the
+replica's own log does (a port it could not bind, a crash).
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import pytest
 from hypothesis import HealthCheck, settings
+
+from app.dev.procs import ManagedProcess
+
+_TAIL_LINES = 12
 
 settings.register_profile(
     "ci",
@@ -36,3 +48,21 @@ settings.register_profile(
 
 def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile(config.getoption("hypothesis_profile", None) or "ci")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and ManagedProcess.spawned:
+        parts = []
+        for process in sorted(ManagedProcess.spawned, key=lambda p: p.name):
+            code = process.returncode
+            state = "running" if code is None else f"exited with status {code}"
+            parts.append(
+                f"--- {process.name} (pid {process.pid}, {state}): {process.log_path}\n"
+                + process.log_tail(_TAIL_LINES)
+            )
+        report.sections.append(("child processes", "\n".join(parts)))
+    return report

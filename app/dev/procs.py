@@ -27,11 +27,12 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import httpx
 
@@ -103,6 +104,10 @@ def tail(path: Path, lines: int = 40) -> str:
 class ManagedProcess:
     """One supervised child process."""
 
+    # Every process spawned in this interpreter and not yet collected: what a failing test
+    # reports (tests/conftest.py), since a child that died is rarely the test's own message.
+    spawned: ClassVar[weakref.WeakSet[ManagedProcess]] = weakref.WeakSet()
+
     def __init__(
         self,
         name: str,
@@ -173,6 +178,7 @@ class ManagedProcess:
         except OSError as exc:
             self._close_log()
             raise ProcessError(f"{self.name}: cannot start {self.argv[0]!r}: {exc}") from None
+        ManagedProcess.spawned.add(self)
 
     def wait_ready(self, restarts: int = 1) -> None:
         if self.ready is None:
@@ -217,6 +223,7 @@ class ManagedProcess:
             self._signal(signal.SIGKILL)
         finally:
             self._close_log()
+            ManagedProcess.spawned.discard(self)
 
     def _signal(self, sig: signal.Signals) -> None:
         assert self._proc is not None
