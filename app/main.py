@@ -68,7 +68,8 @@ def _settle() -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens.
+    """Run until SIGINT/SIGTERM. Policies are loaded (and refused) before any port opens; gRPC
+    opens first and the admin listener (``/readyz``) last, once every other one listens.
 
     On the first signal every listener stops accepting, gRPC health turns NOT_SERVING, and
     in-flight checks get ``server.shutdown_grace`` to finish, then queued spans what is left of
@@ -92,7 +93,7 @@ async def serve(settings: Settings) -> None:
             )
         ]
         receiver = settings.signals.receiver
-        if receiver.listener == "own" and settings.signals.transmitters:
+        if settings.signals.own_listener:
             # The SSF push receiver (RFC 8935) on a port of its own: the one port transmitters
             # reach; the admin port (metrics, kill switch) stays internal.
             configs.append(
@@ -124,6 +125,14 @@ async def serve(settings: Settings) -> None:
                 server.should_exit = True
             stopping.set()
 
+        admin_server, others = servers[0], servers[1:]
+
+        async def admin_once_others_listen() -> None:
+            # The admin listener (/readyz) opens last: a replica that answers there has bound
+            # every other port, so it never looks ready a moment before it fails to start.
+            await asyncio.gather(*(s.listening.wait() for s in others))
+            await admin_server.serve()
+
         async def grpc_until_stopped() -> None:
             if grpc_server is not None:
                 await stopping.wait()
@@ -141,7 +150,9 @@ async def serve(settings: Settings) -> None:
                 if grpc_server is not None:
                     await grpc_server.start()
                 log.info("ztauthz serving")
-                await asyncio.gather(*(s.serve() for s in servers), grpc_until_stopped())
+                await asyncio.gather(
+                    admin_once_others_listen(), *(s.serve() for s in others), grpc_until_stopped()
+                )
             finally:
                 stop()
                 if grpc_server is not None:

@@ -8,10 +8,10 @@ before exiting 2 (docs/cli.md):
   for a name it cannot load (``jaeger`` without its package). So the names are checked here,
   against the ones ztauthz supports, from the environment alone: this module imports nothing
   of OpenTelemetry.
-- The listening ports: every configured port (check, gRPC, admin) is bound once, all of them
-  together, and released, before any listener starts. A port in use, or the same port given
-  to two listeners, is named with its setting instead of surfacing as a log line from one
-  server after another has already started.
+- The listening ports: every configured port (check, gRPC, admin, the SSF receiver's own) is
+  bound once, all of them together, and released, before any listener starts. A port in use,
+  or the same port given to two listeners, is named with its setting instead of surfacing as
+  a log line from one server after another has already started.
 """
 
 from __future__ import annotations
@@ -109,4 +109,7 @@ def serve_listeners(settings: Settings) -> list[Listener]:
         listeners.append(Listener("server.check.port", server.check.host, server.check.port))
     if server.grpc.enabled:
         listeners.append(Listener("server.grpc.port", server.grpc.host, server.grpc.port))
+    receiver = settings.signals.receiver
+    if settings.signals.own_listener:
+        listeners.append(Listener("signals.receiver.port", receiver.host, receiver.port))
     return listeners

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
                     f"issuers: {strange}"
                 )
         server, receiver = self.server, self.signals.receiver
-        if receiver.listener == "own" and self.signals.transmitters:
+        if self.signals.own_listener:
             taken = {(server.admin.host, server.admin.port)}
             if server.check.enabled:
                 taken.add((server.check.host, server.check.port))

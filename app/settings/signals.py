@@ -178,6 +178,11 @@ class SignalsSettings(Model):
     # Every replica re-reads every revocation this often (heals a missed change).
     resync_interval: Duration = timedelta(seconds=30)
 
+    @property
+    def own_listener(self) -> bool:
+        """Whether the receiver listens on a port of its own (it exists with a transmitter)."""
+        return self.receiver.listener == "own" and bool(self.transmitters)
+
     @field_validator("transmitters")
     @classmethod
     def _unique(cls, value: list[Transmitter]) -> list[Transmitter]:

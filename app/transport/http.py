@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -179,7 +180,17 @@ class BoundedHead(HttpToolsProtocol):
 
 
 class ListenerServer(uvicorn.Server):
-    """uvicorn without signal handlers of its own: ``serve`` stops every listener together."""
+    """uvicorn without signal handlers of its own: ``serve`` stops every listener together.
+
+    ``listening`` is set once the listener accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

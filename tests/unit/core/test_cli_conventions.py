@@ -90,62 +90,76 @@ def test_dev_stack_help_lists_every_port_and_its_default() -> None:
     assert "--envoy-port ENVOY_PORT envoy port (0: any free) (default: 10000)" in text
 
 
+def serve_config(path: Path, server: str, extra: str = "") -> Path:
+    """A ``ztauthz serve`` configuration with ``server`` as its server section."""
+    path.write_text(
+        f"server: {server}\n"
+        "issuers:\n"
+        "  - {issuer: 'http://127.0.0.1:9', audiences: [x], jwks_uri: 'http://127.0.0.1:9/j'}\n"
+        f"policies: {ROOT / 'policies'}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
-    """A configuration whose gRPC port is held by another socket."""
+def busy_port() -> Iterator[int]:
+    """A port another socket listens on."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        path = tmp_path / "config.yaml"
-        path.write_text(
-            "server:\n"
-            "  check: {host: 127.0.0.1, port: 0}\n"
-            "  admin: {host: 127.0.0.1, port: 0}\n"
-            f"  grpc: {{enabled: true, host: 127.0.0.1, port: {port}}}\n"
-            "issuers:\n"
-            "  - {issuer: 'http://127.0.0.1:9', audiences: [x], jwks_uri: 'http://127.0.0.1:9/j'}\n"
-            f"policies: {ROOT / 'policies'}\n"
-        )
-        yield path, busy
+        yield busy.getsockname()[1]
 
 
-def test_a_busy_port_is_one_line_and_exit_2_before_any_listener(
-    config: tuple[Path, socket.socket],
-) -> None:
-    path, busy = config
-    port = busy.getsockname()[1]
-    done = ztauthz("serve", "--config", str(path))
-    assert done.returncode == 2
-    assert done.stdout == ""
-    assert done.stderr.splitlines() == [
-        f"ztauthz: server.grpc.port: port {port} is already in use "
+def in_use(setting: str, port: int) -> list[str]:
+    return [
+        f"ztauthz: {setting}: port {port} is already in use "
         f"(127.0.0.1:{port}: another process, or another ztauthz listener)"
     ]
 
 
-def test_the_same_busy_port_for_the_check_listener(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        path = tmp_path / "config.yaml"
-        path.write_text(
-            f"server: {{check: {{host: 127.0.0.1, port: {port}}}, admin: {{port: 0}}}}\n"
-            "issuers:\n"
-            "  - {issuer: 'http://127.0.0.1:9', audiences: [x], jwks_uri: 'http://127.0.0.1:9/j'}\n"
-            f"policies: {ROOT / 'policies'}\n"
-        )
-        done = ztauthz("serve", "--config", str(path))
-    assert done.returncode == 2
-    assert done.stderr.startswith(f"ztauthz: server.check.port: port {port} is already in use")
-    assert len(done.stderr.splitlines()) == 1
+ANY_PORTS = "{check: {host: 127.0.0.1, port: 0}, admin: {host: 127.0.0.1, port: 0}}"
 
 
-def test_an_unavailable_propagator_is_one_line_and_exit_2(
-    config: tuple[Path, socket.socket],
+def test_a_busy_port_is_one_line_and_exit_2_before_any_listener(
+    tmp_path: Path, busy_port: int
 ) -> None:
-    path, _ = config
+    grpc = f"grpc: {{enabled: true, host: 127.0.0.1, port: {busy_port}}}"
+    path = serve_config(tmp_path / "config.yaml", ANY_PORTS[:-1] + ", " + grpc + "}")
+    done = ztauthz("serve", "--config", str(path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == in_use("server.grpc.port", busy_port)
+
+
+def test_the_same_busy_port_for_the_check_listener(tmp_path: Path, busy_port: int) -> None:
+    server = f"{{check: {{host: 127.0.0.1, port: {busy_port}}}, admin: {{port: 0}}}}"
+    done = ztauthz("serve", "--config", str(serve_config(tmp_path / "config.yaml", server)))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == in_use("server.check.port", busy_port)
+
+
+def test_a_busy_ssf_receiver_port_is_one_line_and_exit_2(tmp_path: Path, busy_port: int) -> None:
+    # The receiver's own listener is probed with the others: a taken port must not surface as
+    # a log line after the admin listener has already answered /readyz.
+    token = tmp_path / "push-token"
+    token.write_text("a-push-token-of-enough-length\n", encoding="utf-8")
+    signals = (
+        "signals:\n"
+        f"  receiver: {{host: 127.0.0.1, port: {busy_port}}}\n"
+        "  transmitters:\n"
+        "    - name: idp\n"
+        "      issuer: 'http://127.0.0.1:9'\n"
+        "      audiences: [urn:ztauthz:ssf-receiver]\n"
+        f"      push: {{token_file: {token}}}\n"
+    )
+    path = serve_config(tmp_path / "config.yaml", ANY_PORTS, signals)
+    done = ztauthz("serve", "--config", str(path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == in_use("signals.receiver.port", busy_port)
+
+
+def test_an_unavailable_propagator_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = serve_config(tmp_path / "config.yaml", ANY_PORTS)
     done = ztauthz("serve", "--config", str(path), env={"OTEL_PROPAGATORS": "tracecontext,jaeger"})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
