@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from app.decision import ACR_VALUE
 from app.durations import parse_duration
 from app.identity.confirmation import BINDINGS
@@ -43,6 +41,7 @@ from app.policy.schema import (
     GRANT_KIND,
     KIND,
     TEST_KIND,
+    Draft202012Validator,
     as_timestamp,
     at_key,
     plain_data,

@@ -5,16 +5,27 @@ timestamps) are read. What a schema cannot say is checked when compiling (compil
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
-
 from app.policy.problem import Problem
 from app.yamlsrc import Located, PathKey, key_path
+
+# jsonschema imports rfc3987-syntax whenever it is installed (jsonschema's format-nongpl
+# extra, which tools such as cyclonedx bring into the same environment), and that module
+# builds a Lark grammar as it is imported: 2-3 s more for every ``ztauthz serve`` and every
+# CLI command. It serves only the "iri" formats, and the policy schema uses no "format"
+# keyword (tests/unit/policy/test_schema_import.py holds both to that). So the import is
+# declined here, before jsonschema's: None in sys.modules makes it raise ImportError, which
+# jsonschema expects of a missing extra. A process that imported it already keeps it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+from jsonschema import Draft202012Validator as Draft202012Validator  # noqa: E402 - after that
+from jsonschema import ValidationError  # noqa: E402
 
 # Shipped inside the package (so installed wheels have it); policies/schema.json links to it
 # for editors.
