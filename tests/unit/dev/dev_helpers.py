@@ -21,6 +21,8 @@ from typing import Any
 import uvicorn
 
 from app.dev.keys import DevKeys
+from app.dev.stack_config import AUDIENCE
+from app.dev.tokens import mint
 
 AppFactory = Callable[[str], Any]  # base URL -> ASGI app
 
@@ -41,6 +43,20 @@ DEV_CLI = [sys.executable, "-c", _RUN_DEV]
 def shared_keys() -> DevKeys:
     """One in-memory key pair for every test that does not care which keys it gets."""
     return DevKeys.generate()
+
+
+def reader_token(issuer: str, subject: str = "alice", **overrides: Any) -> str:
+    """A token of ``issuer`` (signed with ``shared_keys``) for a finance reader, the caller the
+    test policies allow; ``overrides`` are ``mint``'s arguments."""
+    claims: dict[str, Any] = {
+        "issuer": issuer,
+        "audience": AUDIENCE,
+        "subject": subject,
+        "groups": ["finance"],
+        "scopes": ["invoices:read"],
+        **overrides,
+    }
+    return mint(shared_keys(), **claims)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from app.check import Checker
 from app.decision import Decision
 from app.dev.issuer import create_issuer_app
-from app.dev.tokens import mint, tamper_signature
+from app.dev.tokens import tamper_signature
 from app.identity.verify import TokenVerifier
 from app.request import RequestContext, make_context
 from app.settings import Settings
@@ -37,7 +37,7 @@ from app.telemetry.hub import Telemetry
 from app.telemetry.logging import JsonFormatter
 from app.telemetry.subject import subject_view
 from app.telemetry.tracing import Tracing
-from tests.unit.dev.dev_helpers import serving, shared_keys
+from tests.unit.dev.dev_helpers import reader_token, serving, shared_keys
 from tests.unit.identity.identity_support import eventually
 
 POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
@@ -65,15 +65,7 @@ class Harness:
     issuer: str
 
     def token(self, **overrides: Any) -> str:
-        claims: dict[str, Any] = {
-            "issuer": self.issuer,
-            "audience": AUDIENCE,
-            "subject": "alice",
-            "groups": ["finance"],
-            "scopes": ["invoices:read"],
-        }
-        claims.update(overrides)
-        return mint(shared_keys(), **claims)
+        return reader_token(self.issuer, **overrides)
 
     async def check(
         self, path: str = "/invoices", method: str = "GET", **headers: str

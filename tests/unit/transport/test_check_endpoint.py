@@ -8,7 +8,6 @@ import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +18,13 @@ from opentelemetry.trace import SpanKind
 
 from app.check import Checker
 from app.dev.issuer import create_issuer_app
-from app.dev.tokens import mint
 from app.settings import Settings
 from app.state import Runtime
 from app.telemetry.hub import Telemetry
 from app.telemetry.tracing import Tracing
 from app.transport.http import CheckEndpoint
 from app.transport.http_wire import request_context
-from tests.unit.dev.dev_helpers import serving, shared_keys
+from tests.unit.dev.dev_helpers import reader_token, serving, shared_keys
 
 POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
 AUDIENCE = "https://api.example.com"
@@ -36,18 +34,6 @@ AUDIENCE = "https://api.example.com"
 def issuer() -> Iterator[str]:
     with serving(lambda url: create_issuer_app(shared_keys(), url)) as url:
         yield url
-
-
-def token(issuer: str, **overrides: Any) -> str:
-    claims: dict[str, Any] = {
-        "issuer": issuer,
-        "audience": AUDIENCE,
-        "subject": "alice",
-        "groups": ["finance"],
-        "scopes": ["invoices:read"],
-    }
-    claims.update(overrides)
-    return mint(shared_keys(), **claims)
 
 
 @asynccontextmanager
@@ -79,7 +65,7 @@ async def test_traced_and_untraced_endpoints_answer_alike(
 ) -> None:
     headers = {"host": "api.example.com"}
     if who is not None:
-        headers["authorization"] = f"Bearer {token(issuer)}"
+        headers["authorization"] = f"Bearer {reader_token(issuer)}"
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -104,7 +90,7 @@ async def test_allow_sets_identity_headers_and_names_the_others_for_removal(issu
     async with client(issuer) as http:
         reply = await http.get(
             "/check/invoices/42",
-            headers={"host": "api.example.com", "authorization": f"Bearer {token(issuer)}"},
+            headers={"host": "api.example.com", "authorization": f"Bearer {reader_token(issuer)}"},
         )
     assert reply.status_code == 200
     assert reply.headers["x-auth-subject"] == "alice"

@@ -27,7 +27,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from app.check import Checker
 from app.dev.issuer import create_issuer_app
-from app.dev.tokens import mint
 from app.protos import envoy_ext_authz_pb2 as pb
 from app.settings import Settings
 from app.state import Runtime
@@ -36,7 +35,7 @@ from app.telemetry.hub import Telemetry
 from app.transport.grpc import AUTHORIZATION_SERVICE, GrpcServer, check_method_aio
 from app.transport.http import CheckEndpoint
 from app.transport.render import HEADERS_TO_REMOVE, IDENTITY_HEADERS
-from tests.unit.dev.dev_helpers import serving, shared_keys
+from tests.unit.dev.dev_helpers import reader_token, serving, shared_keys
 
 POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
 AUDIENCE = "https://api.example.com"
@@ -74,15 +73,7 @@ class Service:
         return health_pb2_grpc.HealthStub(self.channel)
 
     def token(self, **overrides: Any) -> str:
-        claims: dict[str, Any] = {
-            "issuer": self.issuer,
-            "audience": AUDIENCE,
-            "subject": "alice",
-            "groups": ["finance"],
-            "scopes": ["invoices:read"],
-        }
-        claims.update(overrides)
-        return mint(shared_keys(), **claims)
+        return reader_token(self.issuer, **overrides)
 
     async def check(self, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
         return await self.authz(check_request(method, path, headers or {}), timeout=5)

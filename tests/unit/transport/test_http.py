@@ -34,7 +34,6 @@ import uvicorn
 
 from app.check import Checker
 from app.dev.issuer import JWKS_PATH, create_issuer_app
-from app.dev.tokens import mint
 from app.http_facts import METHOD_ORDER
 from app.policy.loader import load_policy_dir
 from app.reasons import Reason
@@ -50,7 +49,7 @@ from app.transport.http import (
     ListenerServer,
     listener_config,
 )
-from tests.unit.dev.dev_helpers import serving, shared_keys
+from tests.unit.dev.dev_helpers import reader_token, serving, shared_keys
 
 POLICIES = Path(__file__).resolve().parents[2] / "integration" / "policies"
 AUDIENCE = "https://api.example.com"
@@ -96,15 +95,7 @@ class Issuer:
     gate: Gate
 
     def token(self, subject: str = "alice", **overrides: Any) -> str:
-        claims: dict[str, Any] = {
-            "issuer": self.url,
-            "audience": AUDIENCE,
-            "subject": subject,
-            "groups": ["finance"],
-            "scopes": ["invoices:read"],
-        }
-        claims.update(overrides)
-        return mint(shared_keys(), **claims)
+        return reader_token(self.url, subject, **overrides)
 
 
 @pytest.fixture(scope="module")
