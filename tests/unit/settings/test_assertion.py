@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings
+from app.settings import ConfigError
+from tests.unit.settings.config_files import ONE_ISSUER, load
 
-BASE = """\
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [https://api.example.com]
-policies: ./policies
-"""
+BASE = ONE_ISSUER + "policies: ./policies\n"
 ON = """\
 assertion:
   enabled: true
@@ -24,14 +20,8 @@ assertion:
 """
 
 
-def load(tmp_path: Path, extra: str) -> Settings:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + extra)
-    return load_settings(path)
-
-
 def test_off_by_default(tmp_path: Path) -> None:
-    assertion = load(tmp_path, "").assertion
+    assertion = load(tmp_path, BASE).assertion
     assert assertion.enabled is False
     assert assertion.header == "x-auth-assertion"
     assert assertion.lifetime == timedelta(seconds=60)
@@ -41,7 +31,7 @@ def test_off_by_default(tmp_path: Path) -> None:
 
 def test_enabled_with_keys_relative_to_the_configuration_file(tmp_path: Path) -> None:
     assertion = load(
-        tmp_path, ON + "  lifetime: 2m\n  routes:\n    - {audience: b, hosts: [b.example]}\n"
+        tmp_path, BASE + ON + "  lifetime: 2m\n  routes:\n    - {audience: b, hosts: [b.example]}\n"
     ).assertion
     assert assertion.enabled is True
     assert assertion.keys == tmp_path / "secrets" / "assertion"
@@ -54,7 +44,7 @@ def test_the_environment_can_turn_it_on(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("ZTAUTHZ_ASSERTION__ISSUER", "https://z.example")
     monkeypatch.setenv("ZTAUTHZ_ASSERTION__AUDIENCE", "https://up.example")
     monkeypatch.setenv("ZTAUTHZ_ASSERTION__KEYS", "/run/keys")
-    assertion = load(tmp_path, "").assertion
+    assertion = load(tmp_path, BASE).assertion
     assert assertion.enabled and assertion.keys == Path("/run/keys")
 
 
@@ -93,12 +83,12 @@ def test_the_environment_can_turn_it_on(tmp_path: Path, monkeypatch: pytest.Monk
 )
 def test_invalid_values_name_file_line_and_key(tmp_path: Path, extra: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, extra)
+        load(tmp_path, BASE + extra)
     problem = caught.value.problems[0]
     assert problem.startswith(f"{tmp_path / 'ztauthz.yaml'}:{expected}"), problem
 
 
 def test_a_custom_header_outside_x_auth_is_accepted(tmp_path: Path) -> None:
-    assert load(tmp_path, ON + "  header: x-identity-assertion\n").assertion.header == (
+    assert load(tmp_path, BASE + ON + "  header: x-identity-assertion\n").assertion.header == (
         "x-identity-assertion"
     )

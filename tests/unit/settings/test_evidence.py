@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 
 from app.settings import ConfigError, Settings, load_settings
+from tests.unit.settings.config_files import ONE_ISSUER, write
 
-BASE = """\
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [https://api.example.com]
-policies: ./policies
-evidence:
-"""
+BASE = ONE_ISSUER + "policies: ./policies\nevidence:\n"
 
 FULL = (
     BASE
@@ -47,12 +42,6 @@ FULL = (
     devices_are_managed: true
 """
 )
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_nothing_is_gathered_by_default() -> None:

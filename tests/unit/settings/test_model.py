@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import ConfigError, load_settings
+from tests.unit.settings.config_files import problems, write
 
 GOOD = """\
 server:
@@ -23,18 +24,6 @@ issuers:
     claims: {groups: groups, scopes: scope}
 policies: ./policies
 """
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(text)
-    return path
-
-
-def problems(tmp_path: Path, text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_settings(write(tmp_path, text))
-    return info.value.problems
 
 
 def test_good_config_loads_with_durations_and_relative_policy_dir(tmp_path: Path) -> None:

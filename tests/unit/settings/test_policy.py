@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings
+from app.settings import ConfigError
+from tests.unit.settings.config_files import ONE_ISSUER, load
 
-BASE = """\
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [https://api.example.com]
-policies: ./policies
-"""
-
-
-def load(tmp_path: Path, extra: str) -> Settings:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + extra)
-    return load_settings(path)
+BASE = ONE_ISSUER + "policies: ./policies\n"
 
 
 def test_defaults(tmp_path: Path) -> None:
-    settings = load(tmp_path, "")
+    settings = load(tmp_path, BASE)
     assert settings.grants.max_duration == timedelta(hours=8)
     assert settings.policies_candidate is None
     assert settings.reload.watch is True
@@ -34,7 +24,8 @@ def test_defaults(tmp_path: Path) -> None:
 def test_values_and_a_relative_candidate_directory(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
-        "grants: {max_duration: 2h}\npolicies_candidate: next\nreload: {watch: false, interval: 250ms}\n",
+        BASE
+        + "grants: {max_duration: 2h}\npolicies_candidate: next\nreload: {watch: false, interval: 250ms}\n",
     )
     assert settings.grants.max_duration == timedelta(hours=2)
     assert settings.policies_candidate == tmp_path / "next"
@@ -55,7 +46,7 @@ def test_values_and_a_relative_candidate_directory(tmp_path: Path) -> None:
 )
 def test_invalid_values_name_file_line_and_key(tmp_path: Path, extra: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, extra)
+        load(tmp_path, BASE + extra)
     assert len(caught.value.problems) == 1
     problem = caught.value.problems[0]
     assert problem.startswith(f"{tmp_path / 'ztauthz.yaml'}:{expected}"), problem

@@ -8,38 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings
-
-BASE = """\
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [https://api.example.com]
-"""
-
-
-def load_settings_of(tmp_path: Path, store: str) -> Settings:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + store)
-    return load_settings(path)
-
-
-def problems(tmp_path: Path, store: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_settings_of(tmp_path, store)
-    return info.value.problems
+from tests.unit.settings.config_files import ONE_ISSUER, load, problems
 
 
 def test_the_default_store_is_memory(tmp_path: Path) -> None:
-    settings = load_settings_of(tmp_path, "")
+    settings = load(tmp_path, ONE_ISSUER)
     assert settings.store.backend == "memory"
     assert settings.store.memory.max_entries == 200_000
     assert settings.store.redis is None
 
 
 def test_redis_settings_with_a_relative_password_file(tmp_path: Path) -> None:
-    settings = load_settings_of(
+    settings = load(
         tmp_path,
-        """\
+        ONE_ISSUER
+        + """\
 store:
   backend: redis
   redis:
@@ -82,10 +65,10 @@ store:
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, store: str, expected: str) -> None:
-    found = problems(tmp_path, store + "\n")
+    found = problems(tmp_path, ONE_ISSUER + store + "\n")
     assert any(expected in line and "ztauthz.yaml:" in line for line in found), found
 
 
 def test_the_password_never_appears_in_an_error(tmp_path: Path) -> None:
-    found = problems(tmp_path, "store: {redis: {url: 'redis://:hunter2@db:6379/0'}}\n")
+    found = problems(tmp_path, ONE_ISSUER + "store: {redis: {url: 'redis://:hunter2@db:6379/0'}}\n")
     assert not any("hunter2" in line for line in found)

@@ -8,30 +8,12 @@ from pathlib import Path
 import pytest
 
 from app.dev.envoy import transport_env
-from app.settings import ConfigError, load_settings
-
-BASE = """\
-issuers:
-  - issuer: https://idp.example.com
-    audiences: [https://api.example.com]
-"""
-
-
-def load(tmp_path: Path, server: str) -> object:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + server)
-    return load_settings(path)
-
-
-def problems(tmp_path: Path, server: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, server)
-    return info.value.problems
+from app.settings import load_settings
+from tests.unit.settings.config_files import ONE_ISSUER, problems, write
 
 
 def test_grpc_is_off_by_default_and_http_on(tmp_path: Path) -> None:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE)
+    path = write(tmp_path, ONE_ISSUER)
     server = load_settings(path).server
     assert server.check.enabled and not server.grpc.enabled
     assert (server.grpc.host, server.grpc.port) == ("127.0.0.1", 9001)
@@ -39,12 +21,11 @@ def test_grpc_is_off_by_default_and_http_on(tmp_path: Path) -> None:
 
 
 def test_grpc_beside_and_instead_of_http(tmp_path: Path) -> None:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + "server: {grpc: {enabled: true}, shutdown_grace: 2s}\n")
+    path = write(tmp_path, ONE_ISSUER + "server: {grpc: {enabled: true}, shutdown_grace: 2s}\n")
     beside = load_settings(path).server
     assert beside.check.enabled and beside.grpc.enabled
     assert beside.shutdown_grace == timedelta(seconds=2)
-    path.write_text(BASE + "server: {check: {enabled: false}, grpc: {enabled: true}}\n")
+    path.write_text(ONE_ISSUER + "server: {check: {enabled: false}, grpc: {enabled: true}}\n")
     instead = load_settings(path).server
     assert not instead.check.enabled and instead.grpc.enabled
 
@@ -78,21 +59,22 @@ def test_grpc_beside_and_instead_of_http(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_listener_settings_are_refused(tmp_path: Path, server: str, message: str) -> None:
-    found = problems(tmp_path, server)
+    found = problems(tmp_path, ONE_ISSUER + server)
     assert any(message in p for p in found), found
 
 
 def test_disabled_listeners_may_share_a_port(tmp_path: Path) -> None:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + "server: {check: {enabled: false}, grpc: {enabled: true, port: 9000}}\n")
+    path = write(
+        tmp_path,
+        ONE_ISSUER + "server: {check: {enabled: false}, grpc: {enabled: true, port: 9000}}\n",
+    )
     assert load_settings(path).server.grpc.port == 9000
 
 
 def test_the_dev_tools_switch_transports_through_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "ztauthz.yaml"
-    path.write_text(BASE + "server: {check: {port: 9555}, admin: {port: 9556}}\n")
+    path = write(tmp_path, ONE_ISSUER + "server: {check: {port: 9555}, admin: {port: 9556}}\n")
     assert transport_env("http", 9555) == {}
     for name, value in transport_env("grpc", 9555).items():
         monkeypatch.setenv(name, value)
